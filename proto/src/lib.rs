@@ -1,1 +1,29 @@
-//! placeholder
+//! sshvpn-proto: the SSH-2 protocol as sshvpn speaks it, sans-IO.
+//!
+//! Client and server roles of the transport (RFC 4253), user authentication (RFC 4252) and
+//! connection protocol (RFC 4254), with the OpenSSH extensions sshvpn relies on. The crate
+//! owns no socket, spawns nothing and never reads the clock: [`Connection`] takes bytes and
+//! `now`, and gives back bytes, [`Event`]s and the next deadline. See [`conn`] for the
+//! calling contract.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod conn;
+pub mod connection;
+pub mod error;
+pub mod event;
+pub mod keys;
+pub mod rng;
+pub mod transport;
+pub mod wire;
+
+pub use conn::{ClientConfig, Connection, ServerConfig, Stats};
+pub use connection::{ChannelId, ChannelKind, GlobalRequest, OpenFailure, RequestId, TunMode};
+pub use error::Error;
+pub use event::Event;
+pub use transport::Role;
+pub use transport::hostkey::{Ed25519Key, PublicKey};
+pub use wire::DisconnectReason;
+
+#[cfg(test)]
+mod tests;

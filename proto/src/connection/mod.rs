@@ -1,0 +1,539 @@
+//! The connection protocol (RFC 4254): channels with flow control (§5), TCP/IP forwarding
+//! (§7) and `tun@openssh.com` (OpenSSH PROTOCOL §2.3), and global requests (§4).
+//!
+//! Owns the channel table and the global request queues. Reached only after user
+//! authentication: `Connection` refuses these messages before that (the CVE-2025-32433 check).
+
+mod channel;
+pub mod global;
+pub mod open;
+
+use std::collections::{HashMap, VecDeque};
+
+use channel::Channel;
+pub use channel::Phase;
+pub use global::{GlobalRequest, RequestId};
+pub use open::{ChannelKind, OpenFailure, TUN_UNIT_ANY, TunMode};
+
+use crate::error::Error;
+use crate::event::Event;
+use crate::transport::Tx;
+use crate::wire::{MsgType, Reader, Writer};
+
+/// Our local channel number (the "recipient channel" the peer addresses us by).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub u32);
+
+impl std::fmt::Display for ChannelId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Flow-control and resource settings for channels.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// Initial window we grant per channel. Larger than OpenSSH's 2 MiB so one channel can
+    /// fill a fast link (bandwidth × delay); memory per channel is bounded by it.
+    pub window: u32,
+    /// Largest data message we accept per channel (RFC 4254 §5.1 "maximum packet size").
+    pub max_packet: u32,
+    /// Channels one connection may hold at once; further opens get RESOURCE_SHORTAGE.
+    pub max_channels: usize,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            window: 16 * 1024 * 1024,
+            max_packet: 128 * 1024,
+            max_channels: 4096,
+        }
+    }
+}
+
+/// Errors from channel commands the application issues.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChannelError {
+    #[error("no channel {0}")]
+    Unknown(ChannelId),
+    #[error("channel {0} is not open")]
+    NotOpen(ChannelId),
+    #[error("channel {0} was already closed or half-closed for sending")]
+    Closed(ChannelId),
+    #[error("too many channels open")]
+    TooMany,
+    #[error("not authenticated yet")]
+    NotAuthenticated,
+}
+
+#[derive(Debug)]
+pub struct Channels {
+    config: ChannelConfig,
+    table: HashMap<u32, Channel>,
+    next_id: u32,
+    global: global::Queues,
+}
+
+fn protocol(why: impl Into<String>) -> Error {
+    Error::Channel(why.into())
+}
+
+impl Channels {
+    pub fn new(config: ChannelConfig) -> Self {
+        Self {
+            config,
+            table: HashMap::new(),
+            next_id: 0,
+            global: global::Queues::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = ChannelId> + '_ {
+        self.table.keys().map(|&k| ChannelId(k))
+    }
+
+    pub fn kind(&self, id: ChannelId) -> Option<&ChannelKind> {
+        self.table.get(&id.0).map(|c| &c.kind)
+    }
+
+    fn alloc(&mut self, ch: Channel) -> Result<ChannelId, ChannelError> {
+        if self.table.len() >= self.config.max_channels {
+            return Err(ChannelError::TooMany);
+        }
+        while self.table.contains_key(&self.next_id) {
+            self.next_id = self.next_id.wrapping_add(1);
+        }
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.table.insert(id, ch);
+        Ok(ChannelId(id))
+    }
+
+    /// Sends SSH_MSG_CHANNEL_OPEN (RFC 4254 §5.1).
+    pub fn open(&mut self, kind: ChannelKind, tx: &mut Tx) -> Result<ChannelId, ChannelError> {
+        let window = self.config.window;
+        let max_packet = self.config.max_packet;
+        let id = self.alloc(Channel::new(kind.clone(), Phase::Opening, window))?;
+        tx.send(|b| {
+            let mut w = Writer::new(b);
+            w.u8(MsgType::CHANNEL_OPEN.0)
+                .string(kind.type_name())
+                .u32(id.0)
+                .u32(window)
+                .u32(max_packet);
+            kind.encode(&mut w);
+        });
+        Ok(id)
+    }
+
+    pub fn accept(&mut self, id: ChannelId, tx: &mut Tx) -> Result<(), ChannelError> {
+        let (window, max_packet) = (self.config.window, self.config.max_packet);
+        let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
+        if ch.phase != Phase::PeerOpening {
+            return Err(ChannelError::NotOpen(id));
+        }
+        ch.phase = Phase::Open;
+        let remote = ch.remote_id;
+        tx.send(|b| {
+            Writer::new(b)
+                .u8(MsgType::CHANNEL_OPEN_CONFIRMATION.0)
+                .u32(remote)
+                .u32(id.0)
+                .u32(window)
+                .u32(max_packet);
+        });
+        Ok(())
+    }
+
+    pub fn reject(
+        &mut self,
+        id: ChannelId,
+        reason: OpenFailure,
+        description: &str,
+        tx: &mut Tx,
+    ) -> Result<(), ChannelError> {
+        let ch = self.table.get(&id.0).ok_or(ChannelError::Unknown(id))?;
+        if ch.phase != Phase::PeerOpening {
+            return Err(ChannelError::NotOpen(id));
+        }
+        let remote = ch.remote_id;
+        self.table.remove(&id.0);
+        send_open_failure(tx, remote, reason, description);
+        Ok(())
+    }
+
+    /// Sends as much of `data` as the peer's window allows, in messages no larger than its
+    /// maximum packet size. Returns the bytes taken; 0 means wait for `ChannelWritable`.
+    pub fn send(&mut self, id: ChannelId, data: &[u8], tx: &mut Tx) -> Result<usize, ChannelError> {
+        let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen(id));
+        }
+        if ch.sent_eof || ch.sent_close || ch.recv_close {
+            return Err(ChannelError::Closed(id));
+        }
+        if !tx.is_open_for_data() || ch.send_window == 0 {
+            ch.blocked = true;
+            return Ok(0);
+        }
+        let budget = data.len().min(ch.send_window as usize);
+        let chunk_max = (ch.remote_max_packet as usize)
+            .min(tx.max_payload() - 9)
+            .max(1);
+        let remote = ch.remote_id;
+        let mut sent = 0;
+        for chunk in data.get(..budget).unwrap_or_default().chunks(chunk_max) {
+            tx.send(|b| {
+                Writer::new(b)
+                    .u8(MsgType::CHANNEL_DATA.0)
+                    .u32(remote)
+                    .string(chunk);
+            });
+            sent += chunk.len();
+        }
+        ch.send_window -= sent as u32;
+        ch.bytes_out += sent as u64;
+        if sent < data.len() {
+            ch.blocked = true;
+        }
+        Ok(sent)
+    }
+
+    pub fn buffered(&self, id: ChannelId) -> &[u8] {
+        self.table
+            .get(&id.0)
+            .map(Channel::buffered)
+            .unwrap_or_default()
+    }
+
+    /// The application consumed `n` buffered bytes: return them to the peer's window once
+    /// half the window has been consumed, so adjusts are few and the pipe stays full.
+    pub fn consume(&mut self, id: ChannelId, n: usize, tx: &mut Tx) {
+        let initial = self.config.window;
+        let Some(ch) = self.table.get_mut(&id.0) else {
+            return;
+        };
+        let n = ch.consume(n) as u32;
+        ch.unacked = ch.unacked.saturating_add(n);
+        if ch.unacked >= initial / 2 && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
+            let adjust = ch.unacked;
+            ch.unacked = 0;
+            ch.recv_window = ch.recv_window.saturating_add(adjust);
+            let remote = ch.remote_id;
+            tx.send(|b| {
+                Writer::new(b)
+                    .u8(MsgType::CHANNEL_WINDOW_ADJUST.0)
+                    .u32(remote)
+                    .u32(adjust);
+            });
+        }
+    }
+
+    pub fn send_eof(&mut self, id: ChannelId, tx: &mut Tx) -> Result<(), ChannelError> {
+        let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
+        if ch.phase != Phase::Open {
+            return Err(ChannelError::NotOpen(id));
+        }
+        if !ch.sent_eof && !ch.sent_close {
+            ch.sent_eof = true;
+            let remote = ch.remote_id;
+            tx.send(|b| {
+                Writer::new(b).u8(MsgType::CHANNEL_EOF.0).u32(remote);
+            });
+        }
+        Ok(())
+    }
+
+    /// Closes our side (RFC 4254 §5.3) and lets go of the id once the peer's CLOSE is in.
+    pub fn close(&mut self, id: ChannelId, tx: &mut Tx) -> Result<(), ChannelError> {
+        let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
+        match ch.phase {
+            Phase::PeerOpening => {
+                let remote = ch.remote_id;
+                self.table.remove(&id.0);
+                send_open_failure(tx, remote, OpenFailure::CONNECT_FAILED, "closed");
+                return Ok(());
+            }
+            // The peer has not confirmed yet: we can only close once it does.
+            Phase::Opening => ch.app_closed = true,
+            Phase::Open => {
+                ch.app_closed = true;
+                if !ch.sent_close {
+                    ch.sent_close = true;
+                    let remote = ch.remote_id;
+                    tx.send(|b| {
+                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
+                    });
+                }
+            }
+        }
+        if ch.is_finished() {
+            self.table.remove(&id.0);
+        }
+        Ok(())
+    }
+
+    /// Channels told to wait for a key exchange may send again.
+    pub fn unblock_all(&mut self, events: &mut VecDeque<Event>) {
+        for (&id, ch) in &mut self.table {
+            if ch.blocked && ch.send_window > 0 {
+                ch.blocked = false;
+                events.push_back(Event::ChannelWritable { id: ChannelId(id) });
+            }
+        }
+    }
+
+    pub fn global_request(&mut self, request: &GlobalRequest, tx: &mut Tx) -> RequestId {
+        self.global.send(request, tx)
+    }
+
+    pub fn reply_global(&mut self, id: RequestId, result: Result<Option<u32>, ()>, tx: &mut Tx) {
+        self.global.reply(id, result, tx);
+    }
+
+    pub fn keepalive(&mut self, tx: &mut Tx, now: std::time::Instant) {
+        self.global.keepalive(tx, now);
+    }
+
+    /// Handles one connection-protocol message from the peer.
+    pub fn on_message(
+        &mut self,
+        payload: &[u8],
+        tx: &mut Tx,
+        events: &mut VecDeque<Event>,
+        now: std::time::Instant,
+    ) -> Result<(), Error> {
+        let msg = MsgType(payload.first().copied().unwrap_or(0));
+        let mut r = Reader::new(payload.get(1..).unwrap_or_default());
+        match msg {
+            MsgType::GLOBAL_REQUEST => self.global.on_request(&mut r, tx, events),
+            MsgType::REQUEST_SUCCESS | MsgType::REQUEST_FAILURE => {
+                self.global
+                    .on_reply(msg == MsgType::REQUEST_SUCCESS, &mut r, events, now)
+            }
+            MsgType::CHANNEL_OPEN => self.on_open(&mut r, tx, events),
+            MsgType::CHANNEL_OPEN_CONFIRMATION => {
+                let id = r.u32()?;
+                let ch = self.expect(id, Phase::Opening, msg)?;
+                ch.remote_id = r.u32()?;
+                ch.send_window = r.u32()?;
+                ch.remote_max_packet = r.u32()?;
+                if ch.remote_max_packet == 0 {
+                    return Err(protocol("peer advertised a maximum packet size of 0"));
+                }
+                ch.phase = Phase::Open;
+                if ch.app_closed {
+                    // Closed by the application while the open was in flight.
+                    ch.sent_close = true;
+                    let remote = ch.remote_id;
+                    tx.send(|b| {
+                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
+                    });
+                } else {
+                    events.push_back(Event::ChannelOpened { id: ChannelId(id) });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_OPEN_FAILURE => {
+                let id = r.u32()?;
+                let ch = self.expect(id, Phase::Opening, msg)?;
+                let app_closed = ch.app_closed;
+                let reason = OpenFailure(r.u32()?);
+                let description = String::from_utf8_lossy(r.string()?)
+                    .chars()
+                    .take(256)
+                    .collect();
+                self.table.remove(&id);
+                if !app_closed {
+                    events.push_back(Event::ChannelOpenFailed {
+                        id: ChannelId(id),
+                        reason,
+                        description,
+                    });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_WINDOW_ADJUST => {
+                let id = r.u32()?;
+                let add = r.u32()?;
+                let ch = self.expect(id, Phase::Open, msg)?;
+                // RFC 4254 §5.2: the window may grow to at most 2^32 - 1.
+                ch.send_window = ch.send_window.saturating_add(add);
+                if ch.blocked && add > 0 && !ch.sent_close {
+                    ch.blocked = false;
+                    events.push_back(Event::ChannelWritable { id: ChannelId(id) });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_DATA | MsgType::CHANNEL_EXTENDED_DATA => {
+                let id = r.u32()?;
+                if msg == MsgType::CHANNEL_EXTENDED_DATA {
+                    r.u32()?;
+                }
+                let data = r.string()?;
+                let max_packet = self.config.max_packet;
+                let ch = self.expect(id, Phase::Open, msg)?;
+                if ch.recv_eof || ch.recv_close {
+                    return Err(protocol(format!("data on channel {id} after EOF")));
+                }
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                if len > ch.recv_window {
+                    return Err(protocol(format!(
+                        "channel {id}: peer sent {len} bytes with a window of {}",
+                        ch.recv_window
+                    )));
+                }
+                if len > max_packet {
+                    return Err(protocol(format!(
+                        "channel {id}: {len}-byte data message exceeds our maximum packet size"
+                    )));
+                }
+                ch.recv_window -= len;
+                if ch.sent_close || msg == MsgType::CHANNEL_EXTENDED_DATA {
+                    // Nobody will read it (stderr has no meaning for our channel types).
+                    ch.unacked = ch.unacked.saturating_add(len);
+                    return Ok(());
+                }
+                let was_empty = ch.buffered().is_empty();
+                ch.push(data);
+                if was_empty && !data.is_empty() {
+                    events.push_back(Event::ChannelReadable { id: ChannelId(id) });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_EOF => {
+                let id = r.u32()?;
+                let ch = self.expect(id, Phase::Open, msg)?;
+                if !ch.recv_eof {
+                    ch.recv_eof = true;
+                    events.push_back(Event::ChannelEof { id: ChannelId(id) });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_CLOSE => {
+                let id = r.u32()?;
+                let ch = self.expect(id, Phase::Open, msg)?;
+                if ch.recv_close {
+                    return Err(protocol(format!("channel {id} closed twice")));
+                }
+                ch.recv_close = true;
+                // RFC 4254 §5.3: answer CLOSE with CLOSE unless we already sent one.
+                if !ch.sent_close {
+                    ch.sent_close = true;
+                    let remote = ch.remote_id;
+                    tx.send(|b| {
+                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
+                    });
+                }
+                if ch.is_finished() {
+                    self.table.remove(&id);
+                } else {
+                    events.push_back(Event::ChannelClosed { id: ChannelId(id) });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_REQUEST => {
+                let id = r.u32()?;
+                let _request = r.string()?;
+                let want_reply = r.bool()?;
+                let ch = self.expect(id, Phase::Open, msg)?;
+                // No channel requests apply to our channel types; "eow@openssh.com" and the
+                // like need no answer, anything asking for one is refused.
+                if want_reply && !ch.sent_close {
+                    let remote = ch.remote_id;
+                    tx.send(|b| {
+                        Writer::new(b).u8(MsgType::CHANNEL_FAILURE.0).u32(remote);
+                    });
+                }
+                Ok(())
+            }
+            MsgType::CHANNEL_SUCCESS | MsgType::CHANNEL_FAILURE => {
+                let id = r.u32()?;
+                self.expect(id, Phase::Open, msg)?;
+                Ok(())
+            }
+            _ => Err(Error::Unexpected {
+                msg,
+                state: "in the connection protocol",
+            }),
+        }
+    }
+
+    fn expect(&mut self, id: u32, phase: Phase, msg: MsgType) -> Result<&mut Channel, Error> {
+        match self.table.get_mut(&id) {
+            Some(ch) if ch.phase == phase => Ok(ch),
+            Some(_) => Err(protocol(format!(
+                "{msg:?} for channel {id} in the wrong state"
+            ))),
+            None => Err(protocol(format!("{msg:?} for unknown channel {id}"))),
+        }
+    }
+
+    fn on_open(
+        &mut self,
+        r: &mut Reader<'_>,
+        tx: &mut Tx,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), Error> {
+        let type_name = r.string()?;
+        let sender = r.u32()?;
+        let window = r.u32()?;
+        let max_packet = r.u32()?;
+        let kind = match ChannelKind::decode(type_name, r) {
+            Ok(Some(kind)) => kind,
+            Ok(None) => {
+                send_open_failure(
+                    tx,
+                    sender,
+                    OpenFailure::UNKNOWN_CHANNEL_TYPE,
+                    "unknown channel type",
+                );
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if max_packet == 0 {
+            send_open_failure(
+                tx,
+                sender,
+                OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                "maximum packet size of 0",
+            );
+            return Ok(());
+        }
+        let mut ch = Channel::new(kind.clone(), Phase::PeerOpening, self.config.window);
+        ch.remote_id = sender;
+        ch.send_window = window;
+        ch.remote_max_packet = max_packet;
+        match self.alloc(ch) {
+            Ok(id) => events.push_back(Event::ChannelOpenRequest { id, kind }),
+            Err(_) => send_open_failure(
+                tx,
+                sender,
+                OpenFailure::RESOURCE_SHORTAGE,
+                "too many channels",
+            ),
+        }
+        Ok(())
+    }
+}
+
+fn send_open_failure(tx: &mut Tx, remote: u32, reason: OpenFailure, description: &str) {
+    tx.send(|b| {
+        Writer::new(b)
+            .u8(MsgType::CHANNEL_OPEN_FAILURE.0)
+            .u32(remote)
+            .u32(reason.0)
+            .string(description)
+            .string("");
+    });
+}

@@ -1,0 +1,204 @@
+//! Hostile input: each case ends the connection with the matching DISCONNECT reason and never
+//! panics.
+
+use super::util::{Pair, host_key};
+use crate::conn::{Connection, ServerConfig};
+use crate::rng::Random;
+use crate::wire::{MsgType, Reader, Writer};
+use crate::{DisconnectReason, Error};
+use std::time::Instant;
+
+fn server() -> Connection {
+    Connection::server_with_random(
+        ServerConfig::new(host_key()),
+        Random::from_seed([5; 32]),
+        Instant::now(),
+    )
+}
+
+/// Decodes the DISCONNECT at the end of a plaintext transmit buffer.
+fn disconnect_reason(out: &[u8]) -> DisconnectReason {
+    // Skip the identification line and walk plaintext packets.
+    let start = out.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+    let mut rest = &out[start..];
+    let mut last = None;
+    while rest.len() >= 5 {
+        let len = u32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+        let pad = rest[4] as usize;
+        let payload = &rest[5..4 + len - pad];
+        if payload[0] == MsgType::DISCONNECT.0 {
+            last = Some(DisconnectReason(Reader::new(&payload[1..]).u32().unwrap()));
+        }
+        rest = &rest[4 + len..];
+    }
+    last.expect("a DISCONNECT was sent")
+}
+
+fn feed(conn: &mut Connection, bytes: &[u8]) -> (Error, DisconnectReason) {
+    let err = conn.handle_input(bytes, Instant::now()).unwrap_err();
+    let mut out = Vec::new();
+    conn.poll_transmit(&mut out);
+    (err, disconnect_reason(&out))
+}
+
+fn plain_packet(payload: &[u8]) -> Vec<u8> {
+    let mut pad = 8 - (5 + payload.len()) % 8;
+    if pad < 4 {
+        pad += 8;
+    }
+    let mut out = Vec::new();
+    Writer::new(&mut out)
+        .u32((1 + payload.len() + pad) as u32)
+        .u8(pad as u8)
+        .raw(payload)
+        .raw(&vec![0; pad]);
+    out
+}
+
+#[test]
+fn garbage_identification_line() {
+    let (err, reason) = feed(&mut server(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(matches!(err, Error::Version(_)));
+    assert_eq!(reason, DisconnectReason::PROTOCOL_ERROR);
+    let (_, reason) = feed(&mut server(), b"SSH-1.5-old\r\n");
+    assert_eq!(reason, DisconnectReason::PROTOCOL_VERSION_NOT_SUPPORTED);
+}
+
+#[test]
+fn packet_length_of_2_pow_31() {
+    let mut input = b"SSH-2.0-evil\r\n".to_vec();
+    input.extend_from_slice(&[0x80, 0, 0, 0, 4, 0, 0, 0]);
+    let (err, reason) = feed(&mut server(), &input);
+    assert!(err.to_string().contains("exceeds"), "{err}");
+    assert_eq!(reason, DisconnectReason::PROTOCOL_ERROR);
+}
+
+#[test]
+fn kexinit_with_no_common_algorithm() {
+    let mut payload = Vec::new();
+    let mut w = Writer::new(&mut payload);
+    w.u8(20)
+        .raw(&[0; 16])
+        .name_list(&["diffie-hellman-group1-sha1"])
+        .name_list(&["ssh-dss"]);
+    w.name_list(&["3des-cbc"])
+        .name_list(&["3des-cbc"])
+        .name_list(&["hmac-md5"])
+        .name_list(&["hmac-md5"]);
+    w.name_list(&["none"])
+        .name_list(&["none"])
+        .name_list::<&str>(&[])
+        .name_list::<&str>(&[])
+        .bool(false)
+        .u32(0);
+    let mut input = b"SSH-2.0-old\r\n".to_vec();
+    input.extend_from_slice(&plain_packet(&payload));
+    let (err, reason) = feed(&mut server(), &input);
+    assert!(
+        err.to_string().contains("no common key exchange algorithm"),
+        "{err}"
+    );
+    assert_eq!(reason, DisconnectReason::KEY_EXCHANGE_FAILED);
+}
+
+#[test]
+fn channel_message_before_authentication() {
+    // A full handshake, then the client sends CHANNEL_OPEN instead of authenticating.
+    let (c, s) = Pair::default_configs();
+    let mut pair = Pair::new(c, s);
+    // Run only until keys are in place: stop the client from authenticating by dropping its
+    // SERVICE_REQUEST; then inject a CHANNEL_OPEN through the client's transport.
+    for _ in 0..20 {
+        pair.step();
+        if pair.client.session_id().is_some() && pair.server.session_id().is_some() {
+            break;
+        }
+    }
+    assert!(!pair.server.is_authenticated());
+    pair.client.transport_mut_for_tests().tx.send(|b| {
+        Writer::new(b)
+            .u8(MsgType::CHANNEL_OPEN.0)
+            .string("session")
+            .u32(0)
+            .u32(1 << 20)
+            .u32(1 << 15);
+    });
+    pair.run();
+    assert!(
+        matches!(
+            pair.server_error,
+            Some(Error::Unexpected {
+                msg: MsgType::CHANNEL_OPEN,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.server_error
+    );
+    assert!(
+        matches!(
+            pair.client_error,
+            Some(Error::PeerDisconnected {
+                reason: DisconnectReason::PROTOCOL_ERROR,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.client_error
+    );
+}
+
+#[test]
+fn corrupted_tag_after_kex() {
+    let mut pair = Pair::connected();
+    let cid = pair
+        .client
+        .open_channel(crate::ChannelKind::Session)
+        .unwrap();
+    let _ = cid;
+    let mut bytes = Vec::new();
+    pair.client.poll_transmit(&mut bytes);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    let err = pair.server.handle_input(&bytes, pair.now).unwrap_err();
+    assert!(matches!(
+        err,
+        Error::Packet(crate::transport::packet::PacketError::Tag(_))
+    ));
+    assert_eq!(err.disconnect_reason(), Some(DisconnectReason::MAC_ERROR));
+    // The DISCONNECT goes out encrypted; the client decodes it and reports the reason.
+    pair.run();
+    assert!(
+        matches!(
+            pair.client_error,
+            Some(Error::PeerDisconnected {
+                reason: DisconnectReason::MAC_ERROR,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.client_error
+    );
+}
+
+#[test]
+fn ignore_injected_before_newkeys_breaks_strict_kex() {
+    // Terrapin: a message slipped into the initial exchange. With strict kex it is fatal.
+    let mut s = server();
+    let mut input = b"SSH-2.0-evil\r\n".to_vec();
+    input.extend_from_slice(&plain_packet(&[MsgType::IGNORE.0, 0, 0, 0, 0]));
+    let mut client_kexinit =
+        crate::transport::kex::build_kexinit(&Default::default(), false, true, [0; 16]);
+    input.extend_from_slice(&plain_packet(&client_kexinit));
+    let (err, reason) = feed(&mut s, &input);
+    assert_eq!(err, Error::StrictKex("KEXINIT was not the first packet"));
+    assert_eq!(reason, DisconnectReason::PROTOCOL_ERROR);
+    // And after KEXINIT, before NEWKEYS.
+    let mut s = server();
+    let mut input = b"SSH-2.0-evil\r\n".to_vec();
+    input.extend_from_slice(&plain_packet(&client_kexinit));
+    input.extend_from_slice(&plain_packet(&[MsgType::IGNORE.0, 0, 0, 0, 0]));
+    let (err, _) = feed(&mut s, &input);
+    assert!(matches!(err, Error::StrictKex(_)), "{err}");
+    client_kexinit.clear();
+}

@@ -1,0 +1,599 @@
+//! The SSH transport layer (RFC 4253): identification, binary packets, key exchange and
+//! re-keying. Owns the socket byte streams' state in both directions and every key; hands
+//! upper-layer payloads (user authentication, connection protocol) to `Connection`.
+//!
+//! It must not interpret messages numbered 50 and up: those belong to the layers above.
+
+pub mod cipher;
+pub mod hostkey;
+pub mod kex;
+pub mod packet;
+pub mod version;
+
+mod exchange;
+
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use crate::error::Error;
+use crate::rng::Random;
+use crate::wire::{DisconnectReason, MsgType, Reader, Writer};
+use exchange::Exchange;
+pub use exchange::KexOutcome;
+use hostkey::{Ed25519Key, PublicKey};
+use kex::{Negotiated, Preferences};
+use packet::{Opener, Sealer};
+use version::{IdentScanner, OUR_IDENT, Scan};
+
+/// Which end of the connection we are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+/// Transport settings shared by both roles.
+#[derive(Debug, Clone)]
+pub struct TransportConfig {
+    pub preferences: Preferences,
+    /// Re-key after this many bytes in either direction (RFC 4253 §9 recommends 1 GiB).
+    pub rekey_bytes: u64,
+    /// Re-key after this much time (RFC 4253 §9 recommends one hour).
+    pub rekey_interval: Duration,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self {
+            preferences: Preferences::default(),
+            rekey_bytes: 1 << 30,
+            rekey_interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What the transport hands up after processing input.
+#[derive(Debug)]
+pub enum Input {
+    /// An upper-layer message: its payload is `rx.payload(range)`.
+    Payload(Range<usize>),
+    /// First key exchange: the server's host key awaits the application's verdict
+    /// ([`Transport::host_key_verdict`]); input processing is paused until then.
+    VerifyHostKey(PublicKey),
+    /// A key exchange completed; `initial` for the first one.
+    KexDone { initial: bool },
+    /// The server sent SSH_MSG_EXT_INFO (RFC 8308 §2.3) with its signature algorithms.
+    ServerSigAlgs(Vec<String>),
+}
+
+/// The receiving half: raw bytes from the socket and the opening key.
+#[derive(Debug, Default)]
+pub struct Rx {
+    buf: Vec<u8>,
+    start: usize,
+    opener: Opener,
+    pub bytes: u64,
+    pub packets: u64,
+    bytes_since_kex: u64,
+}
+
+impl Rx {
+    pub fn payload(&self, range: Range<usize>) -> &[u8] {
+        self.buf.get(range).unwrap_or_default()
+    }
+
+    fn compact(&mut self) {
+        if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+}
+
+/// The sending half: the transmit buffer and the sealing key. Upper layers send through it.
+#[derive(Debug)]
+pub struct Tx {
+    sealer: Sealer,
+    out: Vec<u8>,
+    out_start: usize,
+    pub(crate) rng: Random,
+    /// We sent KEXINIT and not yet NEWKEYS: RFC 4253 §7.1 allows only transport messages now,
+    /// so upper-layer messages wait in `queued`.
+    in_kex: bool,
+    queued: VecDeque<Vec<u8>>,
+    pub bytes: u64,
+    pub packets: u64,
+    bytes_since_kex: u64,
+}
+
+impl Tx {
+    fn new(rng: Random) -> Self {
+        Self {
+            sealer: Sealer::new(),
+            out: Vec::with_capacity(64 * 1024),
+            out_start: 0,
+            rng,
+            in_kex: false,
+            queued: VecDeque::new(),
+            bytes: 0,
+            packets: 0,
+            bytes_since_kex: 0,
+        }
+    }
+
+    /// Sends an upper-layer message built by `build` (which appends the payload, message
+    /// number first). Queued while a key exchange is in progress.
+    pub fn send(&mut self, build: impl FnOnce(&mut Vec<u8>)) {
+        if self.in_kex {
+            let mut payload = Vec::new();
+            build(&mut payload);
+            self.queued.push_back(payload);
+        } else {
+            self.seal(build);
+        }
+    }
+
+    /// Whether bulk data may be sent now without being queued (no key exchange running).
+    pub fn is_open_for_data(&self) -> bool {
+        !self.in_kex
+    }
+
+    /// Bytes sealed and waiting for the socket.
+    pub fn pending(&self) -> usize {
+        self.out.len() - self.out_start
+    }
+
+    /// Largest payload one packet may carry, given our packet length bound.
+    pub fn max_payload(&self) -> usize {
+        packet::MAX_PACKET_LEN as usize - 64
+    }
+
+    fn seal(&mut self, build: impl FnOnce(&mut Vec<u8>)) {
+        if self.out_start > 0 && self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+        }
+        let n = self.sealer.seal_with(&mut self.out, &mut self.rng, build) as u64;
+        self.bytes += n;
+        self.bytes_since_kex += n;
+        self.packets += 1;
+    }
+
+    fn flush_queued(&mut self) {
+        while let Some(p) = self.queued.pop_front() {
+            self.seal(|b| b.extend_from_slice(&p));
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Ident {
+    Waiting(IdentScanner),
+    Done(String),
+}
+
+/// The transport layer state machine for one connection.
+#[derive(Debug)]
+pub struct Transport {
+    role: Role,
+    config: TransportConfig,
+    host_key: Option<Ed25519Key>,
+    ident: Ident,
+    pub rx: Rx,
+    pub tx: Tx,
+    exchange: Option<Exchange>,
+    /// The first exchange's hash (RFC 4253 §7.2); fixed for the connection's life.
+    session_id: Option<[u8; 32]>,
+    /// The server host key from the first exchange; re-keys must present the same one.
+    peer_host_key: Option<PublicKey>,
+    negotiated: Option<Negotiated>,
+    strict_kex: bool,
+    last_kex: Instant,
+    /// Input is held while the application decides on the host key.
+    paused: bool,
+    /// An incorrectly guessed kex packet is to be skipped (RFC 4253 §7).
+    skip_next_kex_packet: bool,
+    peer_ident: Option<String>,
+}
+
+impl Transport {
+    pub fn new(
+        role: Role,
+        config: TransportConfig,
+        host_key: Option<Ed25519Key>,
+        rng: Random,
+        now: Instant,
+    ) -> Self {
+        let mut t = Self {
+            role,
+            config,
+            host_key,
+            ident: Ident::Waiting(IdentScanner::default()),
+            rx: Rx::default(),
+            tx: Tx::new(rng),
+            exchange: None,
+            session_id: None,
+            peer_host_key: None,
+            negotiated: None,
+            strict_kex: false,
+            last_kex: now,
+            paused: false,
+            skip_next_kex_packet: false,
+            peer_ident: None,
+        };
+        t.tx.out.extend_from_slice(OUR_IDENT.as_bytes());
+        t.tx.out.extend_from_slice(b"\r\n");
+        // Sending KEXINIT before the peer's identification arrives saves a round trip and is
+        // what OpenSSH does.
+        t.start_kex();
+        t
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn session_id(&self) -> Option<&[u8; 32]> {
+        self.session_id.as_ref()
+    }
+
+    pub fn negotiated(&self) -> Option<&Negotiated> {
+        self.negotiated.as_ref()
+    }
+
+    pub fn peer_ident(&self) -> Option<&str> {
+        self.peer_ident.as_deref()
+    }
+
+    pub fn peer_host_key(&self) -> Option<&PublicKey> {
+        self.peer_host_key.as_ref()
+    }
+
+    pub fn is_initial_kex_done(&self) -> bool {
+        self.session_id.is_some() && self.exchange.is_none()
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Appends received socket bytes.
+    pub fn receive(&mut self, data: &[u8]) {
+        self.rx.compact();
+        self.rx.buf.extend_from_slice(data);
+    }
+
+    /// Bytes ready for the socket.
+    pub fn transmit(&self) -> &[u8] {
+        self.tx.out.get(self.tx.out_start..).unwrap_or_default()
+    }
+
+    /// Marks `n` bytes of [`Transport::transmit`] as written to the socket.
+    pub fn advance_transmit(&mut self, n: usize) {
+        self.tx.out_start = (self.tx.out_start + n).min(self.tx.out.len());
+        if self.tx.out_start == self.tx.out.len() {
+            self.tx.out.clear();
+            self.tx.out_start = 0;
+        }
+    }
+
+    /// Processes buffered input until an upper-layer payload or a transport event is ready.
+    pub fn poll_input(&mut self, now: Instant) -> Result<Option<Input>, Error> {
+        if self.paused {
+            return Ok(None);
+        }
+        if let Ident::Waiting(scanner) = &mut self.ident {
+            let buf = self.rx.buf.get(self.rx.start..).unwrap_or_default();
+            match scanner.scan(buf, self.role == Role::Client)? {
+                Scan::Incomplete { consumed } => {
+                    self.rx.start += consumed;
+                    return Ok(None);
+                }
+                Scan::Found { ident, consumed } => {
+                    self.rx.start += consumed;
+                    self.peer_ident = Some(ident.clone());
+                    self.ident = Ident::Done(ident);
+                }
+            }
+        }
+        loop {
+            let Some(buf) = self.rx.buf.get_mut(self.rx.start..) else {
+                return Ok(None);
+            };
+            let Some(decoded) = self.rx.opener.open(buf)? else {
+                return Ok(None);
+            };
+            let base = self.rx.start;
+            self.rx.start += decoded.consumed;
+            self.rx.bytes += decoded.consumed as u64;
+            self.rx.bytes_since_kex += decoded.consumed as u64;
+            self.rx.packets += 1;
+            let range = base + decoded.payload.start..base + decoded.payload.end;
+            if let Some(input) = self.dispatch(range, now)? {
+                return Ok(Some(input));
+            }
+        }
+    }
+
+    /// Handles transport-layer messages itself; returns upper-layer ones.
+    fn dispatch(&mut self, range: Range<usize>, now: Instant) -> Result<Option<Input>, Error> {
+        let payload = self.rx.payload(range.clone());
+        let msg = MsgType(payload.first().copied().unwrap_or(0));
+        let initial = self.session_id.is_none();
+        if initial && self.strict_kex_pending_violation(msg) {
+            return Err(Error::StrictKex(
+                "only key exchange messages are allowed before the first NEWKEYS",
+            ));
+        }
+        if self.skip_next_kex_packet && msg.is_kex() && msg != MsgType::KEXINIT {
+            self.skip_next_kex_packet = false;
+            return Ok(None);
+        }
+        match msg {
+            MsgType::DISCONNECT => {
+                let mut r = Reader::new(payload.get(1..).unwrap_or_default());
+                let reason = DisconnectReason(r.u32()?);
+                let description = String::from_utf8_lossy(r.string()?)
+                    .chars()
+                    .take(512)
+                    .collect();
+                Err(Error::PeerDisconnected {
+                    reason,
+                    description,
+                })
+            }
+            MsgType::IGNORE | MsgType::DEBUG | MsgType::UNIMPLEMENTED => Ok(None),
+            MsgType::KEXINIT => self.on_kexinit(range, now),
+            MsgType::NEWKEYS => self.on_newkeys(now),
+            MsgType::EXT_INFO if self.role == Role::Client && !initial => {
+                exchange::parse_ext_info(payload).map(|algs| Some(Input::ServerSigAlgs(algs)))
+            }
+            m if m.is_kex() => {
+                let Some(ex) = self.exchange.as_mut() else {
+                    return Err(Error::Unexpected {
+                        msg: m,
+                        state: "outside a key exchange",
+                    });
+                };
+                let outcome = ex.on_message(
+                    payload,
+                    &mut self.tx,
+                    self.host_key.as_ref(),
+                    self.session_id.as_ref(),
+                )?;
+                self.apply(outcome, now)
+            }
+            m if initial => Err(Error::Unexpected {
+                msg: m,
+                state: "before the first key exchange completed",
+            }),
+            m if m.is_transport()
+                && m != MsgType::SERVICE_REQUEST
+                && m != MsgType::SERVICE_ACCEPT =>
+            {
+                // RFC 4253 §11.4: answer an unknown message with UNIMPLEMENTED.
+                let seq = self.rx.opener.seq.wrapping_sub(1);
+                self.tx.seal(|b| {
+                    Writer::new(b).u8(MsgType::UNIMPLEMENTED.0).u32(seq);
+                });
+                Ok(None)
+            }
+            _ => {
+                if self
+                    .exchange
+                    .as_ref()
+                    .is_some_and(Exchange::peer_kexinit_seen)
+                {
+                    // RFC 4253 §7.1: after its KEXINIT the peer may send only kex messages.
+                    return Err(Error::Unexpected {
+                        msg,
+                        state: "during key exchange",
+                    });
+                }
+                Ok(Some(Input::Payload(range)))
+            }
+        }
+    }
+
+    /// OpenSSH PROTOCOL §1.10: with strict kex, any message other than those of the key
+    /// exchange itself before the first NEWKEYS is fatal, and KEXINIT must come first.
+    fn strict_kex_pending_violation(&self, msg: MsgType) -> bool {
+        let strict = self.exchange.as_ref().is_some_and(|e| e.strict());
+        strict && !msg.is_kex() && msg != MsgType::DISCONNECT
+    }
+
+    fn on_kexinit(&mut self, range: Range<usize>, now: Instant) -> Result<Option<Input>, Error> {
+        if self.exchange.is_none() {
+            self.start_kex();
+        }
+        let first_packet = self.rx.packets == 1;
+        let payload = self.rx.payload(range).to_vec();
+        let Some(ex) = self.exchange.as_mut() else {
+            return Err(Error::Unexpected {
+                msg: MsgType::KEXINIT,
+                state: "internal: no exchange",
+            });
+        };
+        let peer_ident = self.peer_ident.clone().unwrap_or_default();
+        let outcome = ex.on_kexinit(payload, &mut self.tx, &peer_ident)?;
+        if ex.strict() && self.session_id.is_none() && !first_packet {
+            return Err(Error::StrictKex("KEXINIT was not the first packet"));
+        }
+        self.skip_next_kex_packet = ex.negotiated().is_some_and(|n| n.ignore_guessed_packet);
+        self.apply(outcome, now)
+    }
+
+    fn on_newkeys(&mut self, now: Instant) -> Result<Option<Input>, Error> {
+        let Some(ex) = self.exchange.as_mut() else {
+            return Err(Error::Unexpected {
+                msg: MsgType::NEWKEYS,
+                state: "outside a key exchange",
+            });
+        };
+        let (key, we_sent_newkeys) = ex.take_opening_key()?;
+        self.rx.opener.set_key(key);
+        if ex.strict() && self.session_id.is_none() {
+            self.rx.opener.seq = 0;
+        }
+        self.rx.bytes_since_kex = 0;
+        if we_sent_newkeys {
+            return Ok(Some(self.finish_kex(now)));
+        }
+        Ok(None)
+    }
+
+    fn apply(&mut self, outcome: KexOutcome, now: Instant) -> Result<Option<Input>, Error> {
+        match outcome {
+            KexOutcome::Continue => Ok(None),
+            KexOutcome::VerifyHostKey(key) => {
+                if let Some(known) = self.peer_host_key {
+                    // Re-key: the server must keep proving the key the user already accepted.
+                    if known != key {
+                        return Err(Error::HostKeyChanged {
+                            was: known.fingerprint(),
+                            now: key.fingerprint(),
+                        });
+                    }
+                    self.send_newkeys()?;
+                    return self.after_newkeys_sent(now);
+                }
+                self.paused = true;
+                Ok(Some(Input::VerifyHostKey(key)))
+            }
+            KexOutcome::SentNewKeys => self.after_newkeys_sent(now),
+        }
+    }
+
+    /// The application's verdict on the host key of the first exchange.
+    pub fn host_key_verdict(&mut self, accept: bool, now: Instant) -> Result<Option<Input>, Error> {
+        if !self.paused {
+            return Ok(None);
+        }
+        self.paused = false;
+        let Some(ex) = self.exchange.as_ref() else {
+            return Ok(None);
+        };
+        let Some(key) = ex.peer_host_key() else {
+            return Ok(None);
+        };
+        if !accept {
+            return Err(Error::HostKeyRejected {
+                fingerprint: key.fingerprint(),
+            });
+        }
+        self.peer_host_key = Some(key);
+        self.send_newkeys()?;
+        self.after_newkeys_sent(now)
+    }
+
+    fn send_newkeys(&mut self) -> Result<(), Error> {
+        let Some(ex) = self.exchange.as_mut() else {
+            return Ok(());
+        };
+        ex.send_newkeys(&mut self.tx)
+    }
+
+    fn after_newkeys_sent(&mut self, now: Instant) -> Result<Option<Input>, Error> {
+        let Some(ex) = self.exchange.as_mut() else {
+            return Ok(None);
+        };
+        let key = ex.take_sealing_key()?;
+        self.tx.sealer.set_key(key);
+        if ex.strict() && self.session_id.is_none() {
+            self.tx.sealer.seq = 0;
+        }
+        self.tx.bytes_since_kex = 0;
+        if ex.newkeys_received() {
+            return Ok(Some(self.finish_kex(now)));
+        }
+        Ok(None)
+    }
+
+    fn finish_kex(&mut self, now: Instant) -> Input {
+        let initial = self.session_id.is_none();
+        if let Some(ex) = self.exchange.take() {
+            if initial {
+                self.session_id = Some(ex.exchange_hash());
+                self.strict_kex = ex.strict();
+                if self.role == Role::Server {
+                    self.peer_host_key = self.host_key.as_ref().map(Ed25519Key::public);
+                }
+            }
+            self.negotiated = ex.negotiated().copied();
+            // RFC 8308 §2.4: the server sends EXT_INFO right after its first NEWKEYS.
+            if initial
+                && self.role == Role::Server
+                && ex.negotiated().is_some_and(|n| n.peer_wants_ext_info)
+            {
+                self.tx.seal(exchange::build_ext_info);
+            }
+        }
+        self.last_kex = now;
+        self.tx.in_kex = false;
+        self.tx.flush_queued();
+        Input::KexDone { initial }
+    }
+
+    fn start_kex(&mut self) {
+        let cookie = self.tx.rng.array();
+        let initial = self.session_id.is_none();
+        let ex = Exchange::start(
+            self.role,
+            self.config.preferences.clone(),
+            initial,
+            cookie,
+            &mut self.tx,
+            match &self.ident {
+                Ident::Done(peer) => Some(peer.clone()),
+                Ident::Waiting(_) => None,
+            },
+        );
+        self.exchange = Some(ex);
+    }
+
+    /// Starts a re-key if the volume or time limit has been reached (RFC 4253 §9), or if
+    /// `force` is set.
+    pub fn maybe_rekey(&mut self, now: Instant, force: bool) {
+        if self.exchange.is_some() || self.session_id.is_none() {
+            return;
+        }
+        let volume =
+            self.tx.bytes_since_kex.max(self.rx.bytes_since_kex) >= self.config.rekey_bytes;
+        let time = now.saturating_duration_since(self.last_kex) >= self.config.rekey_interval;
+        if force || volume || time {
+            self.start_kex();
+        }
+    }
+
+    /// Starts a re-key if the volume limit has been reached.
+    pub fn maybe_rekey_for_volume(&mut self) {
+        if self.exchange.is_none()
+            && self.session_id.is_some()
+            && self.tx.bytes_since_kex.max(self.rx.bytes_since_kex) >= self.config.rekey_bytes
+        {
+            self.start_kex();
+        }
+    }
+
+    /// When the time-based re-key falls due.
+    pub fn rekey_deadline(&self) -> Option<Instant> {
+        self.session_id
+            .map(|_| self.last_kex + self.config.rekey_interval)
+    }
+
+    pub fn is_rekeying(&self) -> bool {
+        self.exchange.is_some()
+    }
+
+    /// Queues SSH_MSG_DISCONNECT (RFC 4253 §11.1). Sent even mid-kex: it is a transport message.
+    pub fn send_disconnect(&mut self, reason: DisconnectReason, description: &str) {
+        self.tx.seal(|b| {
+            Writer::new(b)
+                .u8(MsgType::DISCONNECT.0)
+                .u32(reason.0)
+                .string(description)
+                .string("");
+        });
+    }
+}
