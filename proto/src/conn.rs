@@ -348,7 +348,7 @@ impl Connection {
                     Auth::Client(auth) => match auth.on_message(payload, tx, &session_id)? {
                         ClientAuthEvent::None | ClientAuthEvent::PartialSuccess => {}
                         ClientAuthEvent::Banner(text) => self.events.push_back(Event::Banner(text)),
-                        ClientAuthEvent::Success => self.on_authenticated(String::new()),
+                        ClientAuthEvent::Success => self.on_authenticated(),
                     },
                     Auth::Server(auth) => {
                         let event = auth.on_message(payload, tx, &session_id)?;
@@ -368,15 +368,15 @@ impl Connection {
                 key: q.key,
                 signed: q.signed,
             }),
-            ServerAuthEvent::Success { user } => self.on_authenticated(user),
+            ServerAuthEvent::Success { .. } => self.on_authenticated(),
         }
     }
 
-    fn on_authenticated(&mut self, user: String) {
+    fn on_authenticated(&mut self) {
         self.authenticated = true;
         self.login_deadline = None;
         let user = match &self.auth {
-            Auth::Client(_) => user,
+            Auth::Client(a) => a.user().to_owned(),
             Auth::Server(a) => a.user().unwrap_or_default().to_owned(),
         };
         self.events.push_back(Event::Authenticated { user });

@@ -47,6 +47,10 @@ impl ClientAuth {
         self.step == Step::Done
     }
 
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
     /// After the first key exchange: ask for the user authentication service (RFC 4253 §10).
     pub fn start(&mut self, tx: &mut Tx) {
         tx.send(|b| {

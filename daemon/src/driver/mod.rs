@@ -1,0 +1,626 @@
+//! The driver: the one task that owns an SSH connection's socket and its `proto::Connection`.
+//!
+//! Everything else talks to it through a [`Handle`] (commands over an mpsc, replies over
+//! oneshots) and moves channel bytes through [`ChannelStream`]s. The driver is the only place
+//! that `select!`s over the socket, the timer and the command queue, so connection state has
+//! exactly one owner. It must not block: policy decisions it cannot make alone (host key,
+//! authorized keys) are synchronous calls on its [`Policy`], and incoming channels are handed
+//! out as [`Incoming`] for other tasks to accept.
+
+mod stream;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sshvpn_proto::{
+    ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, OpenFailure,
+    PublicKey, RequestId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+
+pub use stream::{ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, splice};
+
+/// Bytes a channel's writer may have queued in the driver beyond what the SSH window took.
+const CHANNEL_CREDIT: usize = 1 << 20;
+/// Chunks queued towards a channel's reader before the driver stops draining the SSH window.
+const INBOUND_CHUNKS: usize = 16;
+/// Largest socket read.
+const READ_BUF: usize = 256 * 1024;
+/// Stop reading the socket while this much output is waiting to be written.
+const MAX_PENDING_OUTPUT: usize = 4 << 20;
+
+/// Decisions the driver needs from the application, answered synchronously.
+pub trait Policy: Send + 'static {
+    /// Client: is this the server we meant to reach?
+    fn verify_host_key(&mut self, key: &PublicKey) -> bool;
+    /// Server: may `user` log in with `key` (`signed`: the signature was verified)?
+    fn authorize_key(&mut self, _user: &str, _key: &PublicKey, _signed: bool) -> bool {
+        false
+    }
+}
+
+/// Where the connection is, published through a watch channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Handshaking,
+    Authenticated { user: String },
+    Closed { error: String },
+}
+
+/// A channel the peer asked to open: accept it to get a stream, or reject it.
+#[derive(Debug)]
+pub struct IncomingChannel {
+    pub id: ChannelId,
+    pub kind: ChannelKind,
+    handle: Handle,
+}
+
+impl IncomingChannel {
+    pub async fn accept(self) -> Result<ChannelStream, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.handle
+            .send(Cmd::Accept {
+                id: self.id,
+                reply: tx,
+            })
+            .await?;
+        rx.await.map_err(|_| closed())?
+    }
+
+    pub async fn reject(self, reason: OpenFailure, description: &str) {
+        let _ = self
+            .handle
+            .send(Cmd::Reject {
+                id: self.id,
+                reason,
+                description: description.to_owned(),
+            })
+            .await;
+    }
+}
+
+/// A global request from the peer; answer it exactly once.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    pub id: RequestId,
+    pub request: GlobalRequest,
+    handle: Handle,
+}
+
+impl IncomingRequest {
+    pub async fn reply(self, result: Result<Option<u32>, ()>) {
+        let _ = self
+            .handle
+            .send(Cmd::ReplyGlobal {
+                id: self.id,
+                result,
+            })
+            .await;
+    }
+}
+
+#[derive(Debug)]
+pub enum Incoming {
+    Channel(IncomingChannel),
+    GlobalRequest(IncomingRequest),
+}
+
+#[derive(Debug)]
+enum Cmd {
+    Open {
+        kind: ChannelKind,
+        reply: oneshot::Sender<Result<ChannelStream, OpenError>>,
+    },
+    Accept {
+        id: ChannelId,
+        reply: oneshot::Sender<Result<ChannelStream, Error>>,
+    },
+    Reject {
+        id: ChannelId,
+        reason: OpenFailure,
+        description: String,
+    },
+    Data {
+        id: ChannelId,
+        data: Vec<u8>,
+    },
+    Eof {
+        id: ChannelId,
+    },
+    Close {
+        id: ChannelId,
+    },
+    Global {
+        request: GlobalRequest,
+        reply: oneshot::Sender<Result<Option<u32>, ()>>,
+    },
+    ReplyGlobal {
+        id: RequestId,
+        result: Result<Option<u32>, ()>,
+    },
+    Rekey,
+    Disconnect {
+        description: String,
+    },
+    Stats {
+        reply: oneshot::Sender<ConnectionInfo>,
+    },
+}
+
+/// Why a channel could not be opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpenError {
+    #[error("channel open refused: {reason}: {description}")]
+    Refused {
+        reason: OpenFailure,
+        description: String,
+    },
+    #[error("connection is closed")]
+    Closed,
+    #[error("{0}")]
+    Channel(String),
+}
+
+/// A snapshot of the connection for status displays.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionInfo {
+    pub stats: sshvpn_proto::Stats,
+    pub cipher: Option<String>,
+    pub kex: Option<String>,
+    pub peer_ident: Option<String>,
+    pub channels: usize,
+    pub rtt: Option<std::time::Duration>,
+}
+
+fn closed() -> Error {
+    Error::Closed("the connection's driver has stopped".into())
+}
+
+/// Talks to a driver. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    cmd: mpsc::Sender<Cmd>,
+    state: watch::Receiver<State>,
+}
+
+impl Handle {
+    async fn send(&self, cmd: Cmd) -> Result<(), Error> {
+        self.cmd.send(cmd).await.map_err(|_| closed())
+    }
+
+    /// Waits until authenticated; fails if the connection ends first.
+    pub async fn authenticated(&self) -> Result<String, Error> {
+        let mut state = self.state.clone();
+        loop {
+            match &*state.borrow_and_update() {
+                State::Authenticated { user } => return Ok(user.clone()),
+                State::Closed { error } => return Err(Error::Closed(error.clone())),
+                State::Handshaking => {}
+            }
+            state.changed().await.map_err(|_| closed())?;
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    pub async fn open(&self, kind: ChannelKind) -> Result<ChannelStream, OpenError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(Cmd::Open { kind, reply: tx })
+            .await
+            .map_err(|_| OpenError::Closed)?;
+        rx.await.map_err(|_| OpenError::Closed)?
+    }
+
+    pub async fn global_request(&self, request: GlobalRequest) -> Result<Option<u32>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Global { request, reply: tx }).await?;
+        rx.await
+            .map_err(|_| closed())?
+            .map_err(|()| Error::Closed("global request refused".into()))
+    }
+
+    pub async fn rekey(&self) -> Result<(), Error> {
+        self.send(Cmd::Rekey).await
+    }
+
+    pub async fn disconnect(&self, description: &str) {
+        let _ = self
+            .send(Cmd::Disconnect {
+                description: description.to_owned(),
+            })
+            .await;
+    }
+
+    pub async fn info(&self) -> Result<ConnectionInfo, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Cmd::Stats { reply: tx }).await?;
+        rx.await.map_err(|_| closed())
+    }
+}
+
+/// The driver's view of one channel.
+#[derive(Debug)]
+struct Bridge {
+    /// Data from the local side not yet taken by the SSH window.
+    outbound: VecDeque<Vec<u8>>,
+    credit: Arc<Semaphore>,
+    inbound: Option<mpsc::Sender<Inbound>>,
+    eof_after_outbound: bool,
+    close_after_outbound: bool,
+    peer_eof: bool,
+    peer_closed: bool,
+}
+
+/// Starts the driver on a connected socket. Returns the handle, the queue of what the peer
+/// asks of us, and the driver's task (its result is why the connection ended).
+pub fn spawn(
+    socket: TcpStream,
+    conn: Connection,
+    policy: Box<dyn Policy>,
+) -> (
+    Handle,
+    mpsc::Receiver<Incoming>,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let (cmd_tx, cmd_rx) = mpsc::channel(256);
+    let (incoming_tx, incoming_rx) = mpsc::channel(64);
+    let (state_tx, state_rx) = watch::channel(State::Handshaking);
+    let room = Arc::new(Notify::new());
+    let handle = Handle {
+        cmd: cmd_tx,
+        state: state_rx,
+    };
+    let driver = Driver {
+        conn,
+        policy,
+        handle: handle.clone(),
+        cmds: cmd_rx,
+        incoming: incoming_tx,
+        state: state_tx,
+        room,
+        bridges: HashMap::new(),
+        pending_opens: HashMap::new(),
+        pending_globals: HashMap::new(),
+        rtt: None,
+    };
+    let task = tokio::spawn(driver.run(socket));
+    (handle, incoming_rx, task)
+}
+
+struct Driver {
+    conn: Connection,
+    policy: Box<dyn Policy>,
+    handle: Handle,
+    cmds: mpsc::Receiver<Cmd>,
+    incoming: mpsc::Sender<Incoming>,
+    state: watch::Sender<State>,
+    room: Arc<Notify>,
+    bridges: HashMap<ChannelId, Bridge>,
+    pending_opens: HashMap<ChannelId, oneshot::Sender<Result<ChannelStream, OpenError>>>,
+    pending_globals: HashMap<RequestId, oneshot::Sender<Result<Option<u32>, ()>>>,
+    rtt: Option<std::time::Duration>,
+}
+
+impl Driver {
+    async fn run(mut self, socket: TcpStream) -> Result<(), Error> {
+        let _ = socket.set_nodelay(true);
+        let (mut rd, mut wr) = socket.into_split();
+        let mut buf = vec![0u8; READ_BUF];
+        let result = loop {
+            if let Err(e) = self.pump() {
+                break Err(e);
+            }
+            let pending = self.conn.transmit().len();
+            if self.conn.closed().is_some() {
+                // Flush the DISCONNECT (bounded in time), then stop.
+                let out = self.conn.transmit().to_vec();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), wr.write_all(&out))
+                    .await;
+                break Err(self.conn.closed().cloned().unwrap_or_else(closed));
+            }
+            let timeout = self.conn.poll_timeout();
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = rd.read(&mut buf), if pending < MAX_PENDING_OUTPUT => {
+                    match n {
+                        Ok(0) | Err(_) => break Err(self.conn.handle_eof()),
+                        Ok(n) => {
+                            let input = buf.get(..n).unwrap_or_default();
+                            if self.conn.handle_input(input, Instant::now()).is_err() {
+                                continue;
+                            }
+                        }
+                    }
+                }
+                w = wr.write(self.conn.transmit()), if pending > 0 => {
+                    match w {
+                        Ok(n) => self.conn.advance_transmit(n),
+                        Err(_) => break Err(self.conn.handle_eof()),
+                    }
+                }
+                cmd = self.cmds.recv() => match cmd {
+                    Some(cmd) => self.on_command(cmd),
+                    // Every handle is gone: nobody can use this connection any more.
+                    None => self.conn.disconnect(DisconnectReason::BY_APPLICATION, "shutting down"),
+                },
+                () = self.room.notified() => {}
+                () = sleep => {
+                    let _ = self.conn.handle_timeout(Instant::now());
+                }
+            }
+        };
+        let error = match &result {
+            Ok(()) => "closed".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(%error, "connection ended");
+        let _ = self.state.send(State::Closed { error });
+        for (_, b) in self.bridges.drain() {
+            if let Some(tx) = b.inbound {
+                let _ = tx.try_send(Inbound::Closed);
+            }
+        }
+        for (_, reply) in self.pending_opens.drain() {
+            let _ = reply.send(Err(OpenError::Closed));
+        }
+        result
+    }
+
+    fn on_command(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Open { kind, reply } => match self.conn.open_channel(kind) {
+                Ok(id) => {
+                    self.pending_opens.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(OpenError::Channel(e.to_string())));
+                }
+            },
+            Cmd::Accept { id, reply } => {
+                let result = self
+                    .conn
+                    .accept_channel(id)
+                    .map_err(|e| Error::Channel(e.to_string()))
+                    .map(|()| self.bridge(id));
+                let _ = reply.send(result);
+            }
+            Cmd::Reject {
+                id,
+                reason,
+                description,
+            } => {
+                let _ = self.conn.reject_channel(id, reason, &description);
+            }
+            Cmd::Data { id, data } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.outbound.push_back(data);
+                }
+            }
+            Cmd::Eof { id } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.eof_after_outbound = true;
+                }
+            }
+            Cmd::Close { id } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.close_after_outbound = true;
+                }
+            }
+            Cmd::Global { request, reply } => match self.conn.global_request(request) {
+                Ok(id) => {
+                    self.pending_globals.insert(id, reply);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(()));
+                }
+            },
+            Cmd::ReplyGlobal { id, result } => self.conn.reply_global_request(id, result),
+            Cmd::Rekey => self.conn.rekey(Instant::now()),
+            Cmd::Disconnect { description } => self
+                .conn
+                .disconnect(DisconnectReason::BY_APPLICATION, &description),
+            Cmd::Stats { reply } => {
+                let n = self.conn.negotiated();
+                let _ = reply.send(ConnectionInfo {
+                    stats: self.conn.stats(),
+                    cipher: n.map(|n| n.cipher_c2s.name().to_owned()),
+                    kex: n.map(|n| n.kex.name().to_owned()),
+                    peer_ident: self.conn.peer_ident().map(str::to_owned),
+                    channels: self.conn.channel_count(),
+                    rtt: self.rtt,
+                });
+            }
+        }
+    }
+
+    fn bridge(&mut self, id: ChannelId) -> ChannelStream {
+        let credit = Arc::new(Semaphore::new(CHANNEL_CREDIT));
+        let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
+        self.bridges.insert(
+            id,
+            Bridge {
+                outbound: VecDeque::new(),
+                credit: credit.clone(),
+                inbound: Some(tx),
+                eof_after_outbound: false,
+                close_after_outbound: false,
+                peer_eof: false,
+                peer_closed: false,
+            },
+        );
+        ChannelStream::new(id, self.handle.cmd.clone(), credit, rx, self.room.clone())
+    }
+
+    /// Handles events and moves channel bytes both ways until nothing more can move.
+    fn pump(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        while let Some(event) = self.conn.poll_event() {
+            self.on_event(event, now)?;
+        }
+        let ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        for id in ids {
+            self.pump_channel(id);
+        }
+        Ok(())
+    }
+
+    fn pump_channel(&mut self, id: ChannelId) {
+        let Some(b) = self.bridges.get_mut(&id) else {
+            return;
+        };
+        // Local → SSH, as far as the window allows.
+        while let Some(front) = b.outbound.front_mut() {
+            match self.conn.channel_send(id, front) {
+                Ok(0) => break,
+                Ok(n) => {
+                    b.credit.add_permits(n);
+                    if n == front.len() {
+                        b.outbound.pop_front();
+                    } else {
+                        front.drain(..n);
+                        break;
+                    }
+                }
+                Err(_) => {
+                    // The channel is closing: drop what cannot be sent.
+                    let dropped: usize = b.outbound.drain(..).map(|d| d.len()).sum();
+                    b.credit.add_permits(dropped);
+                    break;
+                }
+            }
+        }
+        if b.outbound.is_empty() {
+            if std::mem::take(&mut b.eof_after_outbound) {
+                let _ = self.conn.channel_eof(id);
+            }
+            if std::mem::take(&mut b.close_after_outbound) {
+                let _ = self.conn.close_channel(id);
+                if let Some(tx) = b.inbound.take() {
+                    let _ = tx.try_send(Inbound::Closed);
+                }
+                self.bridges.remove(&id);
+                return;
+            }
+        }
+        // SSH → local, as fast as the reader takes it; what it does not take stays in the
+        // window, which is what slows the peer down.
+        if let Some(tx) = &b.inbound {
+            loop {
+                let data = self.conn.channel_data(id);
+                if data.is_empty() {
+                    break;
+                }
+                let Ok(permit) = tx.try_reserve() else { break };
+                let n = data.len().min(READ_BUF);
+                permit.send(Inbound::Data(data.get(..n).unwrap_or_default().to_vec()));
+                self.conn.channel_consume(id, n);
+            }
+            if self.conn.channel_data(id).is_empty() {
+                if b.peer_eof {
+                    if tx.try_send(Inbound::Eof).is_ok() {
+                        b.peer_eof = false;
+                    }
+                }
+                if b.peer_closed && tx.try_send(Inbound::Closed).is_ok() {
+                    b.inbound = None;
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event, now: Instant) -> Result<(), Error> {
+        match event {
+            Event::VerifyHostKey(key) => {
+                let ok = self.policy.verify_host_key(&key);
+                self.conn.host_key_verdict(ok, now)?;
+            }
+            Event::AuthorizeKey { user, key, signed } => {
+                let ok = self.policy.authorize_key(&user, &key, signed);
+                self.conn.authorize_key(ok, now)?;
+            }
+            Event::Authenticated { user } => {
+                tracing::info!(%user, "authenticated");
+                let _ = self.state.send(State::Authenticated { user });
+            }
+            Event::Banner(text) => tracing::info!(banner = %text, "server banner"),
+            Event::KeyExchangeDone { initial } => tracing::debug!(initial, "key exchange done"),
+            Event::KeepaliveRtt(rtt) => self.rtt = Some(rtt),
+            Event::ChannelOpenRequest { id, kind } => {
+                let incoming = Incoming::Channel(IncomingChannel {
+                    id,
+                    kind,
+                    handle: self.handle.clone(),
+                });
+                if self.incoming.try_send(incoming).is_err() {
+                    let _ = self
+                        .conn
+                        .reject_channel(id, OpenFailure::RESOURCE_SHORTAGE, "busy");
+                }
+            }
+            Event::ChannelOpened { id } => {
+                let stream = self.bridge(id);
+                match self.pending_opens.remove(&id) {
+                    Some(reply) => {
+                        if let Err(Ok(stream)) = reply.send(Ok(stream)) {
+                            drop(stream);
+                        }
+                    }
+                    None => {
+                        let _ = self.conn.close_channel(id);
+                    }
+                }
+            }
+            Event::ChannelOpenFailed {
+                id,
+                reason,
+                description,
+            } => {
+                if let Some(reply) = self.pending_opens.remove(&id) {
+                    let _ = reply.send(Err(OpenError::Refused {
+                        reason,
+                        description,
+                    }));
+                }
+            }
+            Event::ChannelReadable { .. } | Event::ChannelWritable { .. } => {}
+            Event::ChannelEof { id } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.peer_eof = true;
+                }
+            }
+            Event::ChannelClosed { id } => match self.bridges.get_mut(&id) {
+                Some(b) => b.peer_closed = true,
+                None => {
+                    let _ = self.conn.close_channel(id);
+                }
+            },
+            Event::GlobalRequest { id, request } => {
+                let incoming = Incoming::GlobalRequest(IncomingRequest {
+                    id,
+                    request,
+                    handle: self.handle.clone(),
+                });
+                if self.incoming.try_send(incoming).is_err() {
+                    self.conn.reply_global_request(id, Err(()));
+                }
+            }
+            Event::GlobalReply { id, result } => {
+                if let Some(reply) = self.pending_globals.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,225 @@
+//! Channel byte streams handed out by the driver, and `splice`, which joins one to a socket.
+//!
+//! Flow control in both directions is end to end: a writer must hold credit (a semaphore the
+//! driver refills as the SSH window takes data), and the driver only drains the SSH window as
+//! fast as the reader takes chunks, so a slow local peer slows the remote one down.
+
+use std::sync::Arc;
+
+use sshvpn_proto::ChannelId;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore, mpsc};
+
+use super::Cmd;
+
+/// Largest chunk a writer hands the driver at once.
+pub const CHUNK: usize = 64 * 1024;
+
+/// What the driver delivers to a channel's reader.
+#[derive(Debug)]
+pub enum Inbound {
+    Data(Vec<u8>),
+    /// The peer sent EOF: no more data, but the channel stays open for our side.
+    Eof,
+    /// The channel is gone (peer closed it, or the connection ended).
+    Closed,
+}
+
+/// Both halves of an open channel.
+#[derive(Debug)]
+pub struct ChannelStream {
+    pub reader: ChannelReader,
+    pub writer: ChannelWriter,
+}
+
+impl ChannelStream {
+    pub(super) fn new(
+        id: ChannelId,
+        cmd: mpsc::Sender<Cmd>,
+        credit: Arc<Semaphore>,
+        rx: mpsc::Receiver<Inbound>,
+        room: Arc<Notify>,
+    ) -> Self {
+        Self {
+            reader: ChannelReader {
+                id,
+                rx,
+                room,
+                finished: false,
+            },
+            writer: ChannelWriter {
+                id,
+                cmd,
+                credit,
+                closed: false,
+            },
+        }
+    }
+
+    pub fn id(&self) -> ChannelId {
+        self.reader.id
+    }
+}
+
+#[derive(Debug)]
+pub struct ChannelReader {
+    id: ChannelId,
+    rx: mpsc::Receiver<Inbound>,
+    room: Arc<Notify>,
+    finished: bool,
+}
+
+impl ChannelReader {
+    /// The next event on the channel; after `Eof` or `Closed` it keeps returning `Closed`.
+    pub async fn recv(&mut self) -> Inbound {
+        if self.finished {
+            return Inbound::Closed;
+        }
+        let item = self.rx.recv().await.unwrap_or(Inbound::Closed);
+        // Tell the driver there is room again, so it can move more out of the SSH window.
+        self.room.notify_one();
+        if matches!(item, Inbound::Closed) {
+            self.finished = true;
+        }
+        item
+    }
+}
+
+#[derive(Debug)]
+pub struct ChannelWriter {
+    id: ChannelId,
+    cmd: mpsc::Sender<Cmd>,
+    credit: Arc<Semaphore>,
+    closed: bool,
+}
+
+/// The channel or its connection is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("channel closed")]
+pub struct ChannelClosed;
+
+impl ChannelWriter {
+    /// Queues `data` (at most `CHUNK` bytes) for the channel, waiting for credit.
+    pub async fn send(&mut self, data: Vec<u8>) -> Result<(), ChannelClosed> {
+        let n = u32::try_from(data.len().min(super::CHANNEL_CREDIT)).map_err(|_| ChannelClosed)?;
+        let permit = self
+            .credit
+            .acquire_many(n)
+            .await
+            .map_err(|_| ChannelClosed)?;
+        permit.forget();
+        self.cmd
+            .send(Cmd::Data { id: self.id, data })
+            .await
+            .map_err(|_| ChannelClosed)
+    }
+
+    /// Half-closes: sends EOF once everything queued has gone out.
+    pub async fn eof(&mut self) {
+        let _ = self.cmd.send(Cmd::Eof { id: self.id }).await;
+    }
+
+    /// Closes the channel once everything queued has gone out.
+    pub async fn close(mut self) {
+        self.closed = true;
+        let _ = self.cmd.send(Cmd::Close { id: self.id }).await;
+    }
+}
+
+impl Drop for ChannelWriter {
+    fn drop(&mut self) {
+        if !self.closed {
+            let cmd = self.cmd.clone();
+            let id = self.id;
+            if cmd.try_send(Cmd::Close { id }).is_err() {
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move {
+                        let _ = cmd.send(Cmd::Close { id }).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Joins a channel to a byte stream (a TCP or Unix socket) until both directions are done or
+/// the channel is closed. EOF is propagated each way as a half-close.
+pub async fn splice<S>(stream: ChannelStream, socket: S)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let ChannelStream {
+        mut reader,
+        mut writer,
+    } = stream;
+    let (mut rd, mut wr) = tokio::io::split(socket);
+    splice_halves(&mut reader, &mut writer, &mut rd, &mut wr).await;
+    writer.close().await;
+}
+
+async fn splice_halves<R, W>(
+    reader: &mut ChannelReader,
+    writer: &mut ChannelWriter,
+    rd: &mut R,
+    wr: &mut W,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let up = async {
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    writer.eof().await;
+                    return;
+                }
+                Ok(n) => {
+                    buf.truncate(n);
+                    if writer.send(buf).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let down = async {
+        loop {
+            match reader.recv().await {
+                Inbound::Data(data) => {
+                    if wr.write_all(&data).await.is_err() {
+                        return true;
+                    }
+                }
+                Inbound::Eof => {
+                    let _ = wr.shutdown().await;
+                    return false;
+                }
+                Inbound::Closed => {
+                    let _ = wr.shutdown().await;
+                    return true;
+                }
+            }
+        }
+    };
+    tokio::pin!(up, down);
+    let mut up_done = false;
+    loop {
+        tokio::select! {
+            () = &mut up, if !up_done => up_done = true,
+            closed = &mut down => {
+                if closed || up_done {
+                    break;
+                }
+                // Peer EOF: keep sending until our side is done too.
+                (&mut up).await;
+                break;
+            }
+        }
+        if up_done {
+            // Our side is done; wait for the peer to finish or close.
+            let _ = (&mut down).await;
+            break;
+        }
+    }
+}

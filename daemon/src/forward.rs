@@ -1,0 +1,122 @@
+//! Serving the channel types a peer opens: `direct-tcpip` (connect out, as `sshd` does for
+//! `ssh -L`/`-D`) and `tcpip-forward` (listen, and open `forwarded-tcpip` for each
+//! connection, as `sshd` does for `ssh -R`).
+//!
+//! This is the minimal server side the interop tests need; permission checks
+//! (authorized_keys `permitopen`, `permitlisten`) come with the daemon's server mode.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use sshvpn_proto::{ChannelKind, GlobalRequest, OpenFailure};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::driver::{Handle, Incoming, splice};
+
+type Listeners = Arc<Mutex<HashMap<(String, u32), JoinHandle<()>>>>;
+
+/// Serves what the peer asks of a connection until the connection ends.
+pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incoming>) {
+    let listeners: Listeners = Arc::default();
+    while let Some(item) = incoming.recv().await {
+        match item {
+            Incoming::Channel(ch) => match ch.kind.clone() {
+                ChannelKind::DirectTcpip { host, port, .. } => {
+                    tokio::spawn(async move {
+                        let Ok(port) = u16::try_from(port) else {
+                            ch.reject(OpenFailure::CONNECT_FAILED, "bad port").await;
+                            return;
+                        };
+                        match TcpStream::connect((host.as_str(), port)).await {
+                            Ok(tcp) => {
+                                let _ = tcp.set_nodelay(true);
+                                if let Ok(stream) = ch.accept().await {
+                                    splice(stream, tcp).await;
+                                }
+                            }
+                            Err(e) => ch.reject(OpenFailure::CONNECT_FAILED, &e.to_string()).await,
+                        }
+                    });
+                }
+                _ => {
+                    ch.reject(
+                        OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                        "channel type not served",
+                    )
+                    .await
+                }
+            },
+            Incoming::GlobalRequest(req) => match req.request.clone() {
+                GlobalRequest::TcpipForward { address, port } => {
+                    let bind = if address.is_empty() || address == "localhost" {
+                        "127.0.0.1".to_owned()
+                    } else {
+                        address.clone()
+                    };
+                    let Ok(bind_port) = u16::try_from(port) else {
+                        req.reply(Err(())).await;
+                        continue;
+                    };
+                    match TcpListener::bind((bind.as_str(), bind_port)).await {
+                        Ok(listener) => {
+                            let bound = listener
+                                .local_addr()
+                                .map(|a| u32::from(a.port()))
+                                .unwrap_or(port);
+                            let task = tokio::spawn(accept_loop(
+                                listener,
+                                handle.clone(),
+                                address.clone(),
+                                bound,
+                            ));
+                            if let Ok(mut map) = listeners.lock() {
+                                map.insert((address, port), task);
+                            }
+                            req.reply(Ok((port == 0).then_some(bound))).await;
+                        }
+                        Err(_) => req.reply(Err(())).await,
+                    }
+                }
+                GlobalRequest::CancelTcpipForward { address, port } => {
+                    let task = listeners
+                        .lock()
+                        .ok()
+                        .and_then(|mut m| m.remove(&(address, port)));
+                    match task {
+                        Some(task) => {
+                            task.abort();
+                            req.reply(Ok(None)).await;
+                        }
+                        None => req.reply(Err(())).await,
+                    }
+                }
+            },
+        }
+    }
+    if let Ok(mut map) = listeners.lock() {
+        for (_, task) in map.drain() {
+            task.abort();
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, handle: Handle, address: String, port: u32) {
+    while let Ok((tcp, peer)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let handle = handle.clone();
+        let address = address.clone();
+        tokio::spawn(async move {
+            let kind = ChannelKind::ForwardedTcpip {
+                address,
+                port,
+                originator: peer.ip().to_string(),
+                originator_port: u32::from(peer.port()),
+            };
+            if let Ok(stream) = handle.open(kind).await {
+                splice(stream, tcp).await;
+            }
+        });
+    }
+}

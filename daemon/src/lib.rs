@@ -1,0 +1,27 @@
+//! sshvpnd: the daemon's library half. The binary (`main.rs`) is a thin shell over it, so
+//! end-to-end tests can drive the same code in-process.
+
+pub mod driver;
+pub mod forward;
+pub mod policy;
+pub mod server;
+
+use std::time::Instant;
+
+use sshvpn_proto::{ClientConfig, Connection, Error};
+use tokio::net::TcpStream;
+
+/// Connects to `addr` and starts a client driver on the connection.
+pub async fn connect(
+    addr: &str,
+    config: ClientConfig,
+    policy: Box<dyn driver::Policy>,
+) -> std::io::Result<(
+    driver::Handle,
+    tokio::sync::mpsc::Receiver<driver::Incoming>,
+    tokio::task::JoinHandle<Result<(), Error>>,
+)> {
+    let socket = TcpStream::connect(addr).await?;
+    let conn = Connection::client(config, Instant::now()).map_err(std::io::Error::other)?;
+    Ok(driver::spawn(socket, conn, policy))
+}
