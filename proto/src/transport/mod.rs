@@ -433,7 +433,9 @@ impl Transport {
         };
         let (key, we_sent_newkeys) = ex.take_opening_key()?;
         self.rx.opener.set_key(key);
-        if ex.strict() && self.session_id.is_none() {
+        // OpenSSH PROTOCOL §1.9: with strict kex the sequence number restarts at zero after
+        // every NEWKEYS, for the whole connection, not only the first.
+        if self.strict_kex || ex.strict() {
             self.rx.opener.seq = 0;
         }
         self.rx.bytes_since_kex = 0;
@@ -500,7 +502,7 @@ impl Transport {
         };
         let key = ex.take_sealing_key()?;
         self.tx.sealer.set_key(key);
-        if ex.strict() && self.session_id.is_none() {
+        if self.strict_kex || ex.strict() {
             self.tx.sealer.seq = 0;
         }
         self.tx.bytes_since_kex = 0;
