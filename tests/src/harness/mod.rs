@@ -1,0 +1,203 @@
+//! Test harness: runs the real OpenSSH programs and small TCP peers on loopback.
+//!
+//! Owns temporary directories, generated keys, child processes and helper servers, and cleans
+//! all of them up on drop: every child is spawned with `kill_on_drop(true)`, every spawned task
+//! is aborted, every temp dir removed. Every wait is bounded by a timeout. A missing program
+//! is a panic naming the package to install, never a silent skip.
+//!
+//! It must not reach anything but 127.0.0.1 and must not depend on the code under test.
+
+mod net;
+mod openssh;
+mod socks;
+
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+pub use net::{
+    EchoServer, SinkReport, SinkServer, fill_pattern, pattern_sha256, transfer_echo,
+    transfer_echo_on, write_pattern,
+};
+pub use openssh::{Ssh, SshOutput, SshProcess, Sshd, SshdOptions};
+pub use socks::{Socks5Error, reply_meaning, socks5_connect};
+
+/// How long a helper program (ssh-keygen, `sshd -t`) may take before the test fails.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Finds `program` on `PATH` or in the sbin directories, or panics naming the package to
+/// install. Tests never skip because a prerequisite is missing.
+pub fn require(program: &str) -> PathBuf {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    let dirs = std::env::split_paths(&path_var)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from));
+    for dir in dirs {
+        let candidate = dir.join(program);
+        if is_executable(&candidate) {
+            return candidate;
+        }
+    }
+    panic!(
+        "{program} not found: install {} (tests/run.sh does this)",
+        debian_package(program)
+    );
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+fn debian_package(program: &str) -> &str {
+    match program {
+        "sshd" => "openssh-server",
+        "ssh" | "ssh-keygen" | "ssh-agent" | "ssh-add" => "openssh-client",
+        "ip" => "iproute2",
+        other => other,
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, release it).
+/// Another process can take it in between; callers that bind it must tolerate a rare retry.
+pub fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// `127.0.0.1:port`.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, port))
+}
+
+/// A temporary directory for one test's configs, keys and logs; removed on drop.
+#[derive(Debug)]
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    /// Makes file names unique when one test writes several of the same kind.
+    counter: AtomicUsize,
+}
+
+/// An OpenSSH key pair on disk, as written by `ssh-keygen`.
+#[derive(Debug, Clone)]
+pub struct KeyPair {
+    pub private: PathBuf,
+    pub public: PathBuf,
+    /// The `.pub` file's single line, without the trailing newline: `ssh-ed25519 AAAA… name`.
+    pub public_line: String,
+}
+
+impl KeyPair {
+    /// `ssh-ed25519 AAAA…` without the comment, as known_hosts and authorized_keys match it.
+    pub fn key_type_and_blob(&self) -> String {
+        self.public_line
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl TestDir {
+    pub fn new() -> TestDir {
+        let dir = tempfile::Builder::new()
+            .prefix("sshvpn-test-")
+            .tempdir()
+            .expect("create temp dir");
+        TestDir {
+            dir,
+            counter: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A path in the directory that no other call has returned: `<stem>-<n><ext>`.
+    pub fn unique_path(&self, stem: &str, ext: &str) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        self.path().join(format!("{stem}-{n}{ext}"))
+    }
+
+    /// Generates an unencrypted ed25519 key pair named `name` (also its comment).
+    pub async fn keygen(&self, name: &str) -> KeyPair {
+        self.keygen_with_passphrase(name, "").await
+    }
+
+    /// Generates an ed25519 key pair whose private key is encrypted with `passphrase`
+    /// (an empty passphrase leaves it unencrypted).
+    pub async fn keygen_with_passphrase(&self, name: &str, passphrase: &str) -> KeyPair {
+        keygen_at(&self.path().join(name), name, passphrase).await
+    }
+}
+
+/// Runs `ssh-keygen -t ed25519` writing `private` and `private.pub`.
+async fn keygen_at(private: &Path, comment: &str, passphrase: &str) -> KeyPair {
+    assert!(
+        !private.exists(),
+        "key {} already exists",
+        private.display()
+    );
+    let output = run_tool(
+        tokio::process::Command::new(require("ssh-keygen"))
+            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f"])
+            .arg(private),
+    )
+    .await;
+    assert!(
+        output.status.success(),
+        "ssh-keygen for {} failed: {}",
+        private.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut public = private.as_os_str().to_owned();
+    public.push(".pub");
+    let public = PathBuf::from(public);
+    let public_line = std::fs::read_to_string(&public)
+        .expect("read generated public key")
+        .trim_end()
+        .to_owned();
+    KeyPair {
+        private: private.to_owned(),
+        public,
+        public_line,
+    }
+}
+
+impl Default for TestDir {
+    fn default() -> Self {
+        TestDir::new()
+    }
+}
+
+/// Runs a short-lived helper program to completion, killing it if it outlives
+/// [`TOOL_TIMEOUT`].
+async fn run_tool(command: &mut tokio::process::Command) -> std::process::Output {
+    command
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let description = format!("{command:?}");
+    match tokio::time::timeout(TOOL_TIMEOUT, command.output()).await {
+        Ok(result) => result.unwrap_or_else(|e| panic!("run {description}: {e}")),
+        Err(_) => panic!("{description} did not finish within {TOOL_TIMEOUT:?}"),
+    }
+}
+
+/// Polls until a TCP connection to `addr` succeeds, or the deadline passes.
+async fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_secs(1), tokio::net::TcpStream::connect(addr)).await
+        {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
