@@ -120,3 +120,25 @@ async fn accept_loop(listener: TcpListener, handle: Handle, address: String, por
         });
     }
 }
+
+/// `ssh -L`: accepts on `listener` and carries each connection over a `direct-tcpip` channel
+/// to `host:port` as seen from the server.
+pub async fn local_forward(listener: TcpListener, handle: Handle, host: String, port: u16) {
+    while let Ok((tcp, peer)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let handle = handle.clone();
+        let host = host.clone();
+        tokio::spawn(async move {
+            let kind = ChannelKind::DirectTcpip {
+                host,
+                port: u32::from(port),
+                originator: peer.ip().to_string(),
+                originator_port: u32::from(peer.port()),
+            };
+            match handle.open(kind).await {
+                Ok(stream) => splice(stream, tcp).await,
+                Err(e) => tracing::warn!(%peer, %e, "local forward: channel open failed"),
+            }
+        });
+    }
+}

@@ -99,6 +99,8 @@ pub struct Stats {
     pub bytes_received: u64,
     pub packets_sent: u64,
     pub packets_received: u64,
+    /// Completed key exchanges, the initial one included.
+    pub key_exchanges: u64,
 }
 
 #[derive(Debug)]
@@ -221,6 +223,7 @@ impl Connection {
             bytes_received: self.transport.rx.bytes,
             packets_sent: self.transport.tx.packets,
             packets_received: self.transport.rx.packets,
+            key_exchanges: self.transport.key_exchanges(),
         }
     }
 

@@ -195,6 +195,7 @@ pub struct Transport {
     /// An incorrectly guessed kex packet is to be skipped (RFC 4253 §7).
     skip_next_kex_packet: bool,
     peer_ident: Option<String>,
+    key_exchanges: u64,
 }
 
 impl Transport {
@@ -221,6 +222,7 @@ impl Transport {
             paused: false,
             skip_next_kex_packet: false,
             peer_ident: None,
+            key_exchanges: 0,
         };
         t.tx.out.extend_from_slice(OUR_IDENT.as_bytes());
         t.tx.out.extend_from_slice(b"\r\n");
@@ -252,6 +254,10 @@ impl Transport {
 
     pub fn is_initial_kex_done(&self) -> bool {
         self.session_id.is_some() && self.exchange.is_none()
+    }
+
+    pub fn key_exchanges(&self) -> u64 {
+        self.key_exchanges
     }
 
     pub fn is_paused(&self) -> bool {
@@ -532,6 +538,7 @@ impl Transport {
             }
         }
         self.last_kex = now;
+        self.key_exchanges += 1;
         self.tx.in_kex = false;
         self.tx.flush_queued();
         Input::KexDone { initial }
