@@ -527,10 +527,8 @@ impl Driver {
                 self.conn.channel_consume(id, n);
             }
             if self.conn.channel_data(id).is_empty() {
-                if b.peer_eof {
-                    if tx.try_send(Inbound::Eof).is_ok() {
-                        b.peer_eof = false;
-                    }
+                if b.peer_eof && tx.try_send(Inbound::Eof).is_ok() {
+                    b.peer_eof = false;
                 }
                 if b.peer_closed && tx.try_send(Inbound::Closed).is_ok() {
                     b.inbound = None;

@@ -131,12 +131,14 @@ impl Drop for ChannelWriter {
         if !self.closed {
             let cmd = self.cmd.clone();
             let id = self.id;
-            if cmd.try_send(Cmd::Close { id }).is_err() {
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move {
-                        let _ = cmd.send(Cmd::Close { id }).await;
-                    });
-                }
+            // The queue may be full; finish the close from a task rather than lose it.
+            if let (Err(_), Ok(rt)) = (
+                cmd.try_send(Cmd::Close { id }),
+                tokio::runtime::Handle::try_current(),
+            ) {
+                rt.spawn(async move {
+                    let _ = cmd.send(Cmd::Close { id }).await;
+                });
             }
         }
     }
