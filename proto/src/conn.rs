@@ -341,11 +341,10 @@ impl Connection {
                     || msg == MsgType::SERVICE_REQUEST
                     || msg == MsgType::SERVICE_ACCEPT;
                 if !is_auth_msg {
-                    // Message numbers above 127 (local extensions) we do not implement.
-                    return Err(Error::Unexpected {
-                        msg,
-                        state: "(no such message is implemented)",
-                    });
+                    // RFC 4253 §11.4: an unrecognized message gets UNIMPLEMENTED, not a
+                    // disconnect (local extensions 128-255 included).
+                    self.transport.send_unimplemented();
+                    return Ok(());
                 }
                 match &mut self.auth {
                     Auth::Client(auth) => match auth.on_message(payload, tx, &session_id)? {

@@ -499,7 +499,12 @@ impl Channels {
                 );
                 return Ok(());
             }
-            Err(e) => return Err(e.into()),
+            // A bad open request costs the peer that channel, not the connection.
+            Err(e) => {
+                let why = format!("malformed open request: {e}");
+                send_open_failure(tx, sender, OpenFailure::CONNECT_FAILED, &why);
+                return Ok(());
+            }
         };
         if max_packet == 0 {
             send_open_failure(

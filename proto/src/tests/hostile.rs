@@ -202,3 +202,50 @@ fn ignore_injected_before_newkeys_breaks_strict_kex() {
     assert!(matches!(err, Error::StrictKex(_)), "{err}");
     client_kexinit.clear();
 }
+
+#[test]
+fn unknown_message_gets_unimplemented_and_connection_survives() {
+    let mut pair = Pair::connected();
+    pair.client
+        .transport_mut_for_tests()
+        .tx
+        .send(|b| b.extend_from_slice(&[200, 1, 2, 3]));
+    pair.run();
+    assert!(pair.server_error.is_none() && pair.client_error.is_none());
+    let (cid, sid) = pair.open_channel();
+    assert_eq!(pair.transfer(cid, sid, b"still here", 100), b"still here");
+}
+
+#[test]
+fn malformed_channel_open_fails_only_that_channel() {
+    let mut pair = Pair::connected();
+    // direct-tcpip whose host is not UTF-8.
+    pair.client.transport_mut_for_tests().tx.send(|b| {
+        Writer::new(b)
+            .u8(MsgType::CHANNEL_OPEN.0)
+            .string("direct-tcpip")
+            .u32(9)
+            .u32(1 << 20)
+            .u32(1 << 15)
+            .string([0xff, 0xfe])
+            .u32(80)
+            .string("127.0.0.1")
+            .u32(1);
+    });
+    pair.run();
+    // The server refused just that channel: its OPEN_FAILURE for channel 9 reached the
+    // client (which, having never opened 9, rightly objects). Had the server treated the
+    // request as fatal, the client would instead have received a DISCONNECT.
+    match &pair.client_error {
+        Some(Error::Channel(why)) => assert!(
+            why.contains("CHANNEL_OPEN_FAILURE") && why.contains("9"),
+            "{why}"
+        ),
+        other => panic!("expected the client to see an open failure for channel 9, got {other:?}"),
+    }
+    assert!(
+        matches!(pair.server_error, Some(Error::PeerDisconnected { .. })),
+        "{:?}",
+        pair.server_error
+    );
+}

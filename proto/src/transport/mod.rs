@@ -378,11 +378,7 @@ impl Transport {
                 && m != MsgType::SERVICE_REQUEST
                 && m != MsgType::SERVICE_ACCEPT =>
             {
-                // RFC 4253 §11.4: answer an unknown message with UNIMPLEMENTED.
-                let seq = self.rx.opener.seq.wrapping_sub(1);
-                self.tx.seal(|b| {
-                    Writer::new(b).u8(MsgType::UNIMPLEMENTED.0).u32(seq);
-                });
+                self.send_unimplemented();
                 Ok(None)
             }
             _ => {
@@ -593,6 +589,15 @@ impl Transport {
 
     pub fn is_rekeying(&self) -> bool {
         self.exchange.is_some()
+    }
+
+    /// RFC 4253 §11.4: answers the packet just received with UNIMPLEMENTED and its sequence
+    /// number. Allowed mid-kex: it is a transport message.
+    pub fn send_unimplemented(&mut self) {
+        let seq = self.rx.opener.seq.wrapping_sub(1);
+        self.tx.seal(|b| {
+            Writer::new(b).u8(MsgType::UNIMPLEMENTED.0).u32(seq);
+        });
     }
 
     /// Queues SSH_MSG_DISCONNECT (RFC 4253 §11.1). Sent even mid-kex: it is a transport message.
