@@ -2,6 +2,8 @@
 //! and where it is in its open/EOF/close life.
 
 use super::ChannelKind;
+use crate::transport::Tx;
+use crate::wire::{MsgType, Writer};
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +91,17 @@ impl Channel {
             self.recv_start = 0;
         }
         n
+    }
+
+    /// Sends CHANNEL_CLOSE (RFC 4254 §5.3) unless it went out already.
+    pub fn send_close(&mut self, tx: &mut Tx) {
+        if !self.sent_close {
+            self.sent_close = true;
+            let remote = self.remote_id;
+            tx.send(|b| {
+                Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
+            });
+        }
     }
 
     /// Once neither side will send anything more, and the application has let go.

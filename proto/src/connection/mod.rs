@@ -267,13 +267,7 @@ impl Channels {
             Phase::Opening => ch.app_closed = true,
             Phase::Open => {
                 ch.app_closed = true;
-                if !ch.sent_close {
-                    ch.sent_close = true;
-                    let remote = ch.remote_id;
-                    tx.send(|b| {
-                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
-                    });
-                }
+                ch.send_close(tx);
             }
         }
         if ch.is_finished() {
@@ -333,11 +327,7 @@ impl Channels {
                 ch.phase = Phase::Open;
                 if ch.app_closed {
                     // Closed by the application while the open was in flight.
-                    ch.sent_close = true;
-                    let remote = ch.remote_id;
-                    tx.send(|b| {
-                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
-                    });
+                    ch.send_close(tx);
                 } else {
                     events.push_back(Event::ChannelOpened { id: ChannelId(id) });
                 }
@@ -427,13 +417,7 @@ impl Channels {
                 }
                 ch.recv_close = true;
                 // RFC 4254 §5.3: answer CLOSE with CLOSE unless we already sent one.
-                if !ch.sent_close {
-                    ch.sent_close = true;
-                    let remote = ch.remote_id;
-                    tx.send(|b| {
-                        Writer::new(b).u8(MsgType::CHANNEL_CLOSE.0).u32(remote);
-                    });
-                }
+                ch.send_close(tx);
                 if ch.is_finished() {
                     self.table.remove(&id);
                 } else {
