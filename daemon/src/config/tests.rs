@@ -1,0 +1,137 @@
+use std::path::Path;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("test.toml"))
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+const LINK: &str = r#"
+[[link]]
+name = "office"
+host = "vpn.example.com"
+user = "alice"
+identity = "/etc/sshvpn/id_ed25519"
+known_hosts = "/etc/sshvpn/known_hosts"
+"#;
+
+#[test]
+fn design_example_parses() {
+    let text = r#"
+[daemon]
+control_socket = "/run/sshvpn/control.sock"
+state_dir = "/var/lib/sshvpn"
+
+[server]
+listen = ["0.0.0.0:2222"]
+host_keys = ["/etc/sshvpn/ssh_host_ed25519_key"]
+authorized_keys = "/etc/sshvpn/authorized_keys"
+tun_pool = "10.77.0.0/24"
+
+[[link]]
+name = "office"
+host = "vpn.example.com"
+port = 22
+user = "alice"
+identity = "~/.ssh/id_ed25519"
+known_hosts = "~/.ssh/known_hosts"
+ciphers = ["chacha20-poly1305@openssh.com", "aes256-gcm@openssh.com"]
+kex = ["curve25519-sha256"]
+keepalive = "15s"
+keepalive_max = 3
+reconnect_min = "1s"
+reconnect_max = "60s"
+
+[[link.socks]]
+listen = "127.0.0.1:1080"
+
+[[link.forward]]
+listen = "127.0.0.1:15432"
+connect = "db.internal:5432"
+
+[[link.remote_forward]]
+listen = "127.0.0.1:8080"
+connect = "127.0.0.1:3000"
+"#;
+    let c = parse(text).unwrap();
+    let link = &c.links[0];
+    assert_eq!(link.name(), "office");
+    assert_eq!(link.keepalive.0, std::time::Duration::from_secs(15));
+    assert_eq!(
+        link.forward[0].connect,
+        HostPort {
+            host: "db.internal".into(),
+            port: 5432
+        }
+    );
+    assert_eq!(c.server.unwrap().listen[0].0.port(), 2222);
+}
+
+#[test]
+fn bad_duration_names_file_line_and_key() {
+    let text = format!("{LINK}keepalive = \"15x\"\n");
+    let e = err(&text);
+    assert!(e.starts_with("test.toml:8: link.keepalive: "), "{e}");
+    assert!(e.contains("no unit"), "{e}");
+}
+
+#[test]
+fn unknown_key_is_an_error() {
+    let text = format!("{LINK}keepalive_interval = \"15s\"\n");
+    let e = err(&text);
+    assert!(
+        e.starts_with("test.toml:8: link.keepalive_interval: "),
+        "{e}"
+    );
+    assert!(e.contains("unknown field"), "{e}");
+}
+
+#[test]
+fn bad_forward_address() {
+    let text = format!("{LINK}\n[[link.forward]]\nlisten = \"localhost\"\nconnect = \"db:5432\"\n");
+    let e = err(&text);
+    assert!(e.starts_with("test.toml:10: link.forward.listen: "), "{e}");
+}
+
+#[test]
+fn duplicate_link_and_missing_trust() {
+    let e = err(&format!("{LINK}{LINK}"));
+    assert!(
+        e.contains("defined twice") && e.contains(":10: link.name"),
+        "{e}"
+    );
+    let e = err("[[link]]\nname = \"x\"\nhost = \"h\"\nuser = \"u\"\n");
+    assert!(e.contains("no way to verify the server"), "{e}");
+}
+
+#[test]
+fn unknown_cipher_points_at_the_value() {
+    let e = err(&format!("{LINK}ciphers = [\"aes128-ctr\"]\n"));
+    assert!(
+        e.starts_with("test.toml:8: link.ciphers: unknown cipher \"aes128-ctr\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn intervals_and_host_ports() {
+    assert_eq!("500ms".parse::<Interval>().unwrap().0.as_millis(), 500);
+    assert_eq!("2h".parse::<Interval>().unwrap().0.as_secs(), 7200);
+    assert!("15".parse::<Interval>().is_err());
+    assert_eq!(
+        "[::1]:22".parse::<HostPort>().unwrap(),
+        HostPort {
+            host: "::1".into(),
+            port: 22
+        }
+    );
+    assert!("host".parse::<HostPort>().is_err());
+    assert_eq!(
+        "/run/x.sock".parse::<Endpoint>().unwrap(),
+        Endpoint::Unix("/run/x.sock".into())
+    );
+}
