@@ -201,16 +201,18 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(fp) = &link.host_key {
-                if !fp.starts_with("SHA256:") {
-                    return Err(at(
-                        link.name.span(),
-                        "link.host_key",
-                        format!(
-                            "{fp:?} is not a \"SHA256:…\" fingerprint (as `ssh-keygen -lf` prints)"
-                        ),
-                    ));
-                }
+            if let Some(fp) = link
+                .host_key
+                .as_ref()
+                .filter(|fp| !fp.starts_with("SHA256:"))
+            {
+                return Err(at(
+                    link.name.span(),
+                    "link.host_key",
+                    format!(
+                        "{fp:?} is not a \"SHA256:…\" fingerprint (as `ssh-keygen -lf` prints)"
+                    ),
+                ));
             }
             for c in link.ciphers.iter().flatten() {
                 if sshvpn_proto::transport::cipher::CipherAlg::from_name(c.get_ref()).is_none() {
