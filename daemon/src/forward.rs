@@ -2,8 +2,8 @@
 //! `ssh -L`/`-D`) and `tcpip-forward` (listen, and open `forwarded-tcpip` for each
 //! connection, as `sshd` does for `ssh -R`).
 //!
-//! This is the minimal server side the interop tests need; permission checks
-//! (authorized_keys `permitopen`, `permitlisten`) come with the daemon's server mode.
+//! Every request is checked against the options of the authorized_keys line that let the user
+//! in (`restrict`, `no-port-forwarding`, `permitopen`, `permitlisten`), as sshd does.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,16 +14,31 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::driver::{Handle, Incoming, splice};
+use crate::policy::Grant;
 
 type Listeners = Arc<Mutex<HashMap<(String, u32), JoinHandle<()>>>>;
 
 /// Serves what the peer asks of a connection until the connection ends.
-pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incoming>) {
+pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incoming>, grant: Grant) {
+    let options = || grant.lock().ok().and_then(|g| g.clone());
     let listeners: Listeners = Arc::default();
     while let Some(item) = incoming.recv().await {
         match item {
             Incoming::Channel(ch) => match ch.kind.clone() {
                 ChannelKind::DirectTcpip { host, port, .. } => {
+                    let allowed = options().is_some_and(|o| {
+                        o.allows_port_forwarding()
+                            && u16::try_from(port).is_ok_and(|p| o.permits_open(&host, p))
+                    });
+                    if !allowed {
+                        tracing::info!(%host, port, "direct-tcpip refused by authorized_keys options");
+                        ch.reject(
+                            OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                            "open refused by authorized_keys options",
+                        )
+                        .await;
+                        continue;
+                    }
                     tokio::spawn(async move {
                         let Ok(port) = u16::try_from(port) else {
                             ch.reject(OpenFailure::CONNECT_FAILED, "bad port").await;
@@ -50,6 +65,16 @@ pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incomin
             },
             Incoming::GlobalRequest(req) => match req.request.clone() {
                 GlobalRequest::TcpipForward { address, port } => {
+                    let allowed = options().is_some_and(|o| {
+                        let host = (!address.is_empty()).then_some(address.as_str());
+                        o.allows_port_forwarding()
+                            && u16::try_from(port).is_ok_and(|p| o.permits_listen(host, p))
+                    });
+                    if !allowed {
+                        tracing::info!(%address, port, "tcpip-forward refused by authorized_keys options");
+                        req.reply(Err(())).await;
+                        continue;
+                    }
                     let bind = if address.is_empty() || address == "localhost" {
                         "127.0.0.1".to_owned()
                     } else {

@@ -4,8 +4,10 @@
 pub mod config;
 pub mod driver;
 pub mod forward;
+pub mod link;
 pub mod policy;
 pub mod server;
+pub mod trust;
 
 use std::time::Instant;
 

@@ -1,131 +1,70 @@
-//! Trust decisions for the driver: host keys checked against known_hosts or a pinned
-//! fingerprint (client), and user keys against authorized_keys (server).
+//! Trust decisions for the server end: user keys checked against authorized_keys, read fresh
+//! at each attempt as sshd does, with `%u` for per-user files. The options of the line that
+//! authorized the key (the key that signed) are kept for the connection, so every later
+//! request is checked against them.
 
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::PublicKey;
-use sshvpn_proto::keys::{AuthorizedKey, HostKeyStatus, KnownHosts};
+use sshvpn_proto::keys::{AuthorizedKey, KeyOptions, authorized_keys};
 
 use crate::driver::Policy;
 
-/// How a client decides whether the server's host key is the right one.
+/// Where authorized keys come from.
 #[derive(Debug, Clone)]
-pub enum HostKeyTrust {
-    /// known_hosts entries for `host:port`.
-    KnownHosts {
-        known_hosts: KnownHosts,
-        host: String,
-        port: u16,
-    },
-    /// A pinned "SHA256:…" fingerprint.
-    Fingerprint(String),
+pub enum AuthorizedKeys {
+    /// A path; `%u` stands for the user name, `%%` for a percent sign.
+    File(String),
+    /// A fixed list (tests, embedding).
+    List(Vec<AuthorizedKey>),
 }
 
-/// The outcome of the last host key check, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HostKeyVerdict {
-    Trusted,
-    Unknown {
-        fingerprint: String,
-    },
-    Changed {
-        fingerprint: String,
-        expected: String,
-        line: usize,
-    },
-    Revoked {
-        fingerprint: String,
-        line: usize,
-    },
-    Mismatch {
-        fingerprint: String,
-        expected: String,
-    },
-}
-
-impl HostKeyTrust {
-    pub fn from_known_hosts_file(
-        path: &Path,
-        host: &str,
-        port: u16,
-    ) -> Result<Self, sshvpn_proto::keys::KeyError> {
-        let (known_hosts, _bad_lines) = KnownHosts::read_file(path)?;
-        Ok(Self::KnownHosts {
-            known_hosts,
-            host: host.to_owned(),
-            port,
-        })
-    }
-
-    pub fn check(&self, key: &PublicKey) -> HostKeyVerdict {
-        let fingerprint = key.fingerprint();
+impl AuthorizedKeys {
+    fn load(&self, user: &str) -> Result<Vec<AuthorizedKey>, String> {
         match self {
-            HostKeyTrust::Fingerprint(expected) => {
-                if *expected == fingerprint {
-                    HostKeyVerdict::Trusted
-                } else {
-                    HostKeyVerdict::Mismatch {
-                        fingerprint,
-                        expected: expected.clone(),
+            AuthorizedKeys::List(keys) => Ok(keys.clone()),
+            AuthorizedKeys::File(pattern) => {
+                // A user name that could climb out of the directory never reaches the disk.
+                if user.is_empty() || user.contains('/') || user.starts_with('.') {
+                    return Err(format!("refusing user name {user:?}"));
+                }
+                let path = PathBuf::from(pattern.replace("%u", user).replace("%%", "%"));
+                match authorized_keys::read_file(&path) {
+                    Ok((keys, errors)) => {
+                        for e in errors {
+                            tracing::warn!(file = %path.display(), error = %e, "authorized_keys line ignored");
+                        }
+                        Ok(keys)
                     }
+                    Err(e) => Err(e.to_string()),
                 }
             }
-            HostKeyTrust::KnownHosts {
-                known_hosts,
-                host,
-                port,
-            } => match known_hosts.check(host, *port, &key.to_ssh_key()) {
-                HostKeyStatus::Trusted { .. } => HostKeyVerdict::Trusted,
-                HostKeyStatus::Unknown => HostKeyVerdict::Unknown { fingerprint },
-                HostKeyStatus::Changed {
-                    line,
-                    expected_fingerprint,
-                } => HostKeyVerdict::Changed {
-                    fingerprint,
-                    expected: expected_fingerprint,
-                    line,
-                },
-                HostKeyStatus::Revoked { line } => HostKeyVerdict::Revoked { fingerprint, line },
-            },
         }
     }
 }
 
-/// A client's policy: host key trust only.
+/// What the connection's user may do, fixed at authentication.
+pub type Grant = Arc<Mutex<Option<KeyOptions>>>;
+
+/// A server connection's policy. One per connection: it knows the peer's address (for
+/// `from=`) and records the options of the key that logged in.
 #[derive(Debug)]
-pub struct ClientPolicy {
-    pub trust: HostKeyTrust,
-    /// The verdict on the last key seen, kept so the caller can explain a refusal.
-    pub last: std::sync::Arc<std::sync::Mutex<Option<HostKeyVerdict>>>,
-}
-
-impl ClientPolicy {
-    pub fn new(trust: HostKeyTrust) -> Self {
-        Self {
-            trust,
-            last: Default::default(),
-        }
-    }
-}
-
-impl Policy for ClientPolicy {
-    fn verify_host_key(&mut self, key: &PublicKey) -> bool {
-        let verdict = self.trust.check(key);
-        let ok = verdict == HostKeyVerdict::Trusted;
-        if !ok {
-            tracing::warn!(?verdict, "host key refused");
-        }
-        if let Ok(mut last) = self.last.lock() {
-            *last = Some(verdict);
-        }
-        ok
-    }
-}
-
-/// A server's policy: authorized_keys, applying to every user name.
-#[derive(Debug, Clone)]
 pub struct ServerPolicy {
-    pub authorized: Vec<AuthorizedKey>,
+    pub keys: AuthorizedKeys,
+    pub peer: Option<IpAddr>,
+    pub grant: Grant,
+}
+
+impl ServerPolicy {
+    pub fn new(keys: AuthorizedKeys, peer: Option<IpAddr>) -> Self {
+        Self {
+            keys,
+            peer,
+            grant: Grant::default(),
+        }
+    }
 }
 
 impl Policy for ServerPolicy {
@@ -134,9 +73,32 @@ impl Policy for ServerPolicy {
     }
 
     fn authorize_key(&mut self, user: &str, key: &PublicKey, signed: bool) -> bool {
+        let keys = match self.keys.load(user) {
+            Ok(keys) => keys,
+            Err(error) => {
+                tracing::info!(user, %error, "no authorized keys");
+                return false;
+            }
+        };
         let ssh_key = key.to_ssh_key();
-        let ok = self.authorized.iter().any(|a| a.matches(&ssh_key));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        // sshd takes the first line for the key whose restrictions the client satisfies.
+        let line = keys.iter().filter(|k| k.matches(&ssh_key)).find(|k| {
+            let from_ok = match (k.options.from(), self.peer) {
+                (None, _) => true,
+                (Some(_), Some(addr)) => k.options.from_allows(addr, None),
+                (Some(_), None) => false,
+            };
+            from_ok && !k.options.is_expired(now, 0)
+        });
+        let ok = line.is_some();
         tracing::info!(user, key = %key.fingerprint(), signed, accepted = ok, "publickey");
+        if let (true, Some(line), Ok(mut grant)) = (signed, line, self.grant.lock()) {
+            *grant = Some(line.options.clone());
+        }
         ok
     }
 }

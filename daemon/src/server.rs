@@ -1,23 +1,31 @@
-//! Accepting SSH clients: one driver per connection, serving forwards. The daemon's full
-//! server mode (configuration, limits, per-key permissions) grows from here.
+//! The server end: accepts SSH clients (stock `ssh` or another sshvpnd), one driver per
+//! connection, with sshd's protections against scanners (a cap on unauthenticated
+//! connections, a login grace time) and the per-key permissions of authorized_keys.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sshvpn_proto::{Connection, ServerConfig};
+use sshvpn_proto::{Connection, Ed25519Key, ServerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::config::ServerSection;
 use crate::driver;
 use crate::forward::serve_incoming;
-use crate::policy::ServerPolicy;
+use crate::policy::{AuthorizedKeys, ServerPolicy};
 
-/// Unauthenticated connections allowed at once; more are closed on accept (sshd's MaxStartups).
+/// Unauthenticated connections allowed at once by default (sshd's MaxStartups).
 pub const MAX_STARTUPS: usize = 64;
 
 /// Accepts connections on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, config: ServerConfig, policy: ServerPolicy) {
-    let startups = Arc::new(Semaphore::new(MAX_STARTUPS));
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    keys: AuthorizedKeys,
+    max_startups: usize,
+) {
+    let startups = Arc::new(Semaphore::new(max_startups));
     loop {
         let Ok((socket, peer)) = listener.accept().await else {
             continue;
@@ -27,25 +35,126 @@ pub async fn serve(listener: TcpListener, config: ServerConfig, policy: ServerPo
             continue;
         };
         let config = config.clone();
-        let policy = policy.clone();
-        tokio::spawn(async move {
-            let conn = match Connection::server(config, Instant::now()) {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::error!(%e, "cannot start connection");
-                    return;
+        let policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
+        let grant = policy.grant.clone();
+        let span = tracing::info_span!("client", %peer);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let conn = match Connection::server(config, Instant::now()) {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::error!(%e, "cannot start connection");
+                        return;
+                    }
+                };
+                let (handle, incoming, task) = driver::spawn(socket, conn, Box::new(policy));
+                let auth = handle.clone();
+                tokio::spawn(async move {
+                    let _ = auth.authenticated().await;
+                    drop(permit);
+                });
+                let serve = tokio::spawn(serve_incoming(handle, incoming, grant));
+                let result = task.await;
+                serve.abort();
+                match result {
+                    Ok(Err(e)) => tracing::info!(reason = %e, "client connection ended"),
+                    _ => tracing::info!("client connection ended"),
                 }
-            };
-            let (handle, incoming, task) = driver::spawn(socket, conn, Box::new(policy));
-            let auth = handle.clone();
-            tokio::spawn(async move {
-                let _ = auth.authenticated().await;
-                drop(permit);
-            });
-            let serve = tokio::spawn(serve_incoming(handle, incoming));
-            let result = task.await;
-            serve.abort();
-            tracing::info!(%peer, ?result, "client connection ended");
-        });
+            },
+            span,
+        ));
     }
+}
+
+/// Loads the configured host key, generating an ed25519 key (mode 0600) on first start.
+pub fn load_or_generate_host_key(path: &Path) -> Result<Ed25519Key, String> {
+    if path.exists() {
+        let key =
+            sshvpn_proto::keys::load_private_key_file(path, None).map_err(|e| e.to_string())?;
+        return Ed25519Key::from_ssh_key(&key).map_err(|e| format!("{}: {e}", path.display()));
+    }
+    let mut seed = [0u8; 32];
+    getrandom_fill(&mut seed)?;
+    let key = Ed25519Key::from_seed(&seed);
+    let keypair = sshvpn_proto::ssh_key::private::Ed25519Keypair::from_seed(&seed);
+    let private = sshvpn_proto::ssh_key::PrivateKey::new(
+        sshvpn_proto::ssh_key::private::KeypairData::Ed25519(keypair),
+        "sshvpnd host key",
+    )
+    .map_err(|e| e.to_string())?;
+    let text = private
+        .to_openssh(sshvpn_proto::ssh_key::LineEnding::LF)
+        .map_err(|e| e.to_string())?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    write_private(path, text.as_bytes())?;
+    let public = private
+        .public_key()
+        .to_openssh()
+        .map_err(|e| e.to_string())?;
+    let _ = std::fs::write(with_suffix(path, ".pub"), format!("{public}\n"));
+    tracing::info!(path = %path.display(), fingerprint = %key.fingerprint(), "generated host key");
+    Ok(key)
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create host key {}: {e}", path.display()))?;
+    f.write_all(data)
+        .map_err(|e| format!("cannot write host key {}: {e}", path.display()))
+}
+
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .map_err(|e| format!("cannot read /dev/urandom: {e}"))
+}
+
+/// Starts the configured server: binds every listen address (an error names the address).
+pub async fn start(
+    section: &ServerSection,
+    state_dir: &Path,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, String> {
+    let default_key = state_dir.join("ssh_host_ed25519_key");
+    let paths: Vec<PathBuf> = if section.host_keys.is_empty() {
+        vec![default_key]
+    } else {
+        section.host_keys.clone()
+    };
+    // The first key is the one we present (sshvpn serves ssh-ed25519 only).
+    let first = paths.first().ok_or("no host key configured")?;
+    let host_key = load_or_generate_host_key(first)?;
+    let mut config = ServerConfig::new(host_key);
+    config.login_grace = section.login_grace.0;
+    config.max_auth_tries = section.max_auth_tries;
+    let keys = AuthorizedKeys::File(section.authorized_keys.clone());
+    let mut tasks = Vec::new();
+    for addr in &section.listen {
+        let listener = TcpListener::bind(addr.0)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", addr.0))?;
+        tracing::info!(listen = %addr.0, "server listening");
+        tasks.push(tokio::spawn(serve(
+            listener,
+            config.clone(),
+            keys.clone(),
+            section.max_startups,
+        )));
+    }
+    Ok(tasks)
 }

@@ -21,6 +21,8 @@ pub use conn::{ClientConfig, Connection, ServerConfig, Stats};
 pub use connection::{ChannelId, ChannelKind, GlobalRequest, OpenFailure, RequestId, TunMode};
 pub use error::Error;
 pub use event::Event;
+/// The key-file crate, re-exported so the daemon and tests use exactly the same version.
+pub use ssh_key;
 pub use transport::Role;
 pub use transport::hostkey::{Ed25519Key, PublicKey};
 pub use wire::DisconnectReason;

@@ -10,7 +10,8 @@ use anyhow::{Context, Result, bail};
 use sshvpn_proto::keys::authorized_keys;
 use sshvpn_proto::{ClientConfig, Ed25519Key, ServerConfig};
 use sshvpn_tests::harness::{EchoServer, transfer_echo};
-use sshvpnd::policy::{ClientPolicy, HostKeyTrust, ServerPolicy};
+use sshvpnd::policy::AuthorizedKeys;
+use sshvpnd::trust::{ClientPolicy, HostKeyTrust};
 use tokio::net::TcpListener;
 
 fn random_key() -> Result<Ed25519Key> {
@@ -32,7 +33,8 @@ async fn main() -> Result<()> {
     tokio::spawn(sshvpnd::server::serve(
         listener,
         ServerConfig::new(host_key.clone()),
-        ServerPolicy { authorized },
+        AuthorizedKeys::List(authorized),
+        sshvpnd::server::MAX_STARTUPS,
     ));
     println!(
         "server  listening on {server_addr}, host key {}",

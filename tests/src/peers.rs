@@ -6,7 +6,8 @@ use std::time::Duration;
 use sshvpn_proto::keys::{authorized_keys, load_private_key_file};
 use sshvpn_proto::{ClientConfig, Ed25519Key, ServerConfig};
 use sshvpnd::driver::{Handle, Incoming};
-use sshvpnd::policy::{ClientPolicy, HostKeyTrust, HostKeyVerdict, ServerPolicy};
+use sshvpnd::policy::AuthorizedKeys;
+use sshvpnd::trust::{ClientPolicy, HostKeyTrust, HostKeyVerdict};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -92,7 +93,8 @@ impl Server {
         let task = tokio::spawn(sshvpnd::server::serve(
             listener,
             cfg,
-            ServerPolicy { authorized },
+            AuthorizedKeys::List(authorized),
+            sshvpnd::server::MAX_STARTUPS,
         ));
         Server {
             port,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sshvpn_proto::transport::cipher::CipherAlg;
 use sshvpn_tests::harness::{EchoServer, Sshd, SshdOptions, TestDir, transfer_echo};
 use sshvpn_tests::peers;
-use sshvpnd::policy::HostKeyVerdict;
+use sshvpnd::trust::HostKeyVerdict;
 use tokio::net::TcpListener;
 
 const SIXTY_FOUR_MIB: usize = 64 << 20;

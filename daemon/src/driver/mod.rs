@@ -173,6 +173,8 @@ pub struct ConnectionInfo {
     pub peer_ident: Option<String>,
     pub channels: usize,
     pub rtt: Option<std::time::Duration>,
+    /// The server's host key fingerprint (client), or ours (server).
+    pub host_key: Option<String>,
 }
 
 fn closed() -> Error {
@@ -439,6 +441,7 @@ impl Driver {
                     peer_ident: self.conn.peer_ident().map(str::to_owned),
                     channels: self.conn.channel_count(),
                     rtt: self.rtt,
+                    host_key: self.conn.host_key().map(PublicKey::fingerprint),
                 });
             }
         }

@@ -1,0 +1,383 @@
+//! A link: one configured SSH connection that the daemon keeps up for as long as it runs.
+//!
+//! The supervisor owns the reconnect loop (exponential backoff with jitter between
+//! `reconnect_min` and `reconnect_max`; dead peers found by keepalive probes) and publishes
+//! the current connection's [`Handle`] through a watch channel. Listeners (SOCKS, local
+//! forwards) are bound once and outlive transport outages: they read the current handle and
+//! wait, bounded, while there is none. Remote forwards are re-requested after each reconnect.
+
+mod remote;
+mod status;
+mod trust;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sshvpn_proto::keys::load_private_key_file;
+use sshvpn_proto::{ClientConfig, Ed25519Key, GlobalRequest};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::LinkConfig;
+use crate::driver::Handle;
+pub use status::{ForwardState, LinkPhase, LinkStatus};
+pub use trust::LinkTrust;
+
+/// How long a connection arriving during an outage waits for the link.
+pub const OUTAGE_WAIT: Duration = Duration::from_secs(10);
+/// TCP connect plus handshake and authentication must finish within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The current connection of a link, as listeners see it.
+#[derive(Debug, Clone)]
+pub struct LinkRef {
+    current: watch::Receiver<Option<Handle>>,
+}
+
+impl LinkRef {
+    /// The link's connection, waiting up to `wait` for one during an outage.
+    pub async fn get(&self, wait: Duration) -> Option<Handle> {
+        let mut rx = self.current.clone();
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                if let Some(h) = rx.borrow_and_update().clone() {
+                    return Some(h);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        });
+        found.await.ok().flatten()
+    }
+}
+
+/// Commands to a link's supervisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkCmd {
+    /// Connect now (also: retry now while backing off).
+    Up,
+    /// Disconnect and stay down until `Up`.
+    Down,
+}
+
+/// A running link: its supervisor task and the ways to reach it.
+#[derive(Debug)]
+pub struct Link {
+    pub name: String,
+    pub config: LinkConfig,
+    pub status: watch::Receiver<LinkStatus>,
+    pub link_ref: LinkRef,
+    cmds: mpsc::Sender<LinkCmd>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Link {
+    /// Starts the supervisor. `state_dir` holds learned host keys for trust-on-first-use.
+    pub fn start(config: LinkConfig, state_dir: std::path::PathBuf) -> Link {
+        let name = config.name().to_owned();
+        let (status_tx, status_rx) = watch::channel(LinkStatus::new(&config));
+        let (current_tx, current_rx) = watch::channel(None);
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let supervisor = Supervisor {
+            config: config.clone(),
+            state_dir,
+            status: status_tx,
+            current: current_tx,
+            cmds: cmd_rx,
+            enabled: config.enabled,
+            attempt: 0,
+        };
+        let span = tracing::info_span!("link", link = %name);
+        let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
+        Link {
+            name,
+            config,
+            status: status_rx,
+            link_ref: LinkRef {
+                current: current_rx,
+            },
+            cmds: cmd_tx,
+            task,
+        }
+    }
+
+    pub async fn command(&self, cmd: LinkCmd) {
+        let _ = self.cmds.send(cmd).await;
+    }
+
+    /// Stops the supervisor, closing the connection with a DISCONNECT.
+    pub async fn shutdown(self) {
+        if let Some(handle) = self.link_ref.current.borrow().clone() {
+            handle
+                .disconnect("sshvpnd: link removed or daemon stopping")
+                .await;
+        }
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    /// The connection, if the link is up now.
+    pub fn handle(&self) -> Option<Handle> {
+        self.link_ref.current.borrow().clone()
+    }
+}
+
+struct Supervisor {
+    config: LinkConfig,
+    state_dir: std::path::PathBuf,
+    status: watch::Sender<LinkStatus>,
+    current: watch::Sender<Option<Handle>>,
+    cmds: mpsc::Receiver<LinkCmd>,
+    enabled: bool,
+    attempt: u32,
+}
+
+/// Why one connection attempt or connection ended.
+enum Ended {
+    /// Retry with backoff.
+    Retry(String),
+    /// Do not retry until told to (host key refused, unusable identity).
+    Stop(String),
+    /// The operator asked for the link to go down.
+    Down,
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        loop {
+            if !self.enabled {
+                self.set_phase(LinkPhase::Down);
+                match self.cmds.recv().await {
+                    Some(LinkCmd::Up) => self.enabled = true,
+                    Some(LinkCmd::Down) => continue,
+                    None => return,
+                }
+            }
+            let ended = self.connect_and_serve().await;
+            let _ = self.current.send(None);
+            match ended {
+                Ended::Down => {
+                    tracing::info!("link down on request");
+                    self.enabled = false;
+                    self.attempt = 0;
+                }
+                Ended::Stop(error) => {
+                    tracing::error!(%error, "link stopped; fix the cause, then `sshvpnctl up`");
+                    self.status.send_modify(|s| s.last_error = Some(error));
+                    self.set_phase(LinkPhase::Failed);
+                    self.enabled = false;
+                }
+                Ended::Retry(error) => {
+                    let delay = self.backoff();
+                    tracing::warn!(%error, retry_in = ?delay, "link lost");
+                    let until = SystemTime::now() + delay;
+                    self.status.send_modify(|s| {
+                        s.last_error = Some(error);
+                        s.next_retry = Some(until);
+                    });
+                    self.set_phase(LinkPhase::BackingOff);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        cmd = self.cmds.recv() => match cmd {
+                            Some(LinkCmd::Up) => self.attempt = 0,
+                            Some(LinkCmd::Down) => self.enabled = false,
+                            None => return,
+                        },
+                    }
+                    self.status.send_modify(|s| s.next_retry = None);
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: the n-th retry waits between half and all of
+    /// min(reconnect_max, reconnect_min × 2^n), so many links do not retry in lockstep.
+    fn backoff(&mut self) -> Duration {
+        let min = self.config.reconnect_min.0.max(Duration::from_millis(10));
+        let max = self.config.reconnect_max.0.max(min);
+        let exp = min.saturating_mul(1u32 << self.attempt.min(20)).min(max);
+        self.attempt = self.attempt.saturating_add(1);
+        let jitter = 0.5 + 0.5 * random_fraction();
+        exp.mul_f64(jitter).max(min.min(exp))
+    }
+
+    fn set_phase(&self, phase: LinkPhase) {
+        set_phase(&self.status, phase);
+    }
+
+    fn client_config(&self) -> Result<ClientConfig, String> {
+        let mut identities = Vec::new();
+        if let Some(path) = &self.config.identity {
+            let path = expand_home(path);
+            let passphrase = match &self.config.identity_passphrase_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(expand_home(p))
+                        .map_err(|e| {
+                            format!("cannot read identity_passphrase_file {}: {e}", p.display())
+                        })?
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+                None => None,
+            };
+            let key = load_private_key_file(&path, passphrase.as_deref().map(str::as_bytes))
+                .map_err(|e| e.to_string())?;
+            identities.push(
+                Ed25519Key::from_ssh_key(&key).map_err(|e| format!("{}: {e}", path.display()))?,
+            );
+        }
+        if identities.is_empty() {
+            return Err("no identity: set `identity` to an OpenSSH ed25519 key file (ssh-agent keys are not supported yet)".into());
+        }
+        let mut config = ClientConfig::new(self.config.user.clone(), identities);
+        if let Some(ciphers) = &self.config.ciphers {
+            config.transport.preferences.ciphers = ciphers
+                .iter()
+                .filter_map(|c| sshvpn_proto::transport::cipher::CipherAlg::from_name(c.get_ref()))
+                .collect();
+        }
+        if let Some(kex) = &self.config.kex {
+            config.transport.preferences.kex = kex
+                .iter()
+                .filter_map(|k| sshvpn_proto::transport::kex::KexAlg::from_name(k.get_ref()))
+                .collect();
+        }
+        config.keepalive = Some(self.config.keepalive.0);
+        config.keepalive_max = self.config.keepalive_max;
+        Ok(config)
+    }
+
+    async fn connect_and_serve(&mut self) -> Ended {
+        self.set_phase(LinkPhase::Connecting);
+        let client_config = match self.client_config() {
+            Ok(c) => c,
+            Err(e) => return Ended::Stop(e),
+        };
+        let trust = LinkTrust::new(&self.config, &self.state_dir);
+        let verdict = trust.last_refusal();
+        let addr = format!("{}:{}", bracket(&self.config.host), self.config.port);
+        let status = self.status.clone();
+        let connecting = async {
+            let (handle, incoming, task) = crate::connect(&addr, client_config, Box::new(trust))
+                .await
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            set_phase(&status, LinkPhase::Authenticating);
+            handle.authenticated().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((handle, incoming, task))
+        };
+        let outcome = tokio::select! {
+            r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting) => r,
+            cmd = self.cmds.recv() => return match cmd {
+                Some(LinkCmd::Up) => Ended::Retry("restarted on request".into()),
+                _ => Ended::Down,
+            },
+        };
+        let (handle, incoming, mut task) = match outcome {
+            Err(_) => {
+                return Ended::Retry(format!(
+                    "no answer from {addr} within {HANDSHAKE_TIMEOUT:?}"
+                ));
+            }
+            Ok(Err(e)) => {
+                return match verdict.lock().ok().and_then(|v| v.clone()) {
+                    Some(refusal) => Ended::Stop(refusal),
+                    None => Ended::Retry(e),
+                };
+            }
+            Ok(Ok(parts)) => parts,
+        };
+        self.attempt = 0;
+        let info = handle.info().await.unwrap_or_default();
+        let fingerprint = handle.host_key_fingerprint().await;
+        tracing::info!(server = %addr, cipher = info.cipher.as_deref().unwrap_or(""), "link up");
+        self.status.send_modify(|s| {
+            s.server_host_key = fingerprint;
+            s.last_error = None;
+        });
+        self.set_phase(LinkPhase::Up);
+        let _ = self.current.send(Some(handle.clone()));
+        let remote = Arc::new(remote::RemoteForwards::new(&self.config));
+        let serving = tokio::spawn(remote::serve(remote.clone(), incoming));
+        self.request_remote_forwards(&handle).await;
+        let ended = tokio::select! {
+            r = &mut task => match r {
+                Ok(Err(e)) => Ended::Retry(e.to_string()),
+                _ => Ended::Retry("connection ended".into()),
+            },
+            cmd = self.cmds.recv() => {
+                handle.disconnect(match cmd { Some(LinkCmd::Up) => "restarting", _ => "link taken down" }).await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut task).await;
+                match cmd { Some(LinkCmd::Up) => Ended::Retry("restarted on request".into()), _ => Ended::Down }
+            }
+        };
+        serving.abort();
+        task.abort();
+        ended
+    }
+
+    async fn request_remote_forwards(&self, handle: &Handle) {
+        for (i, rf) in self.config.remote_forward.iter().enumerate() {
+            let request = GlobalRequest::TcpipForward {
+                address: rf.listen.host.clone(),
+                port: u32::from(rf.listen.port),
+            };
+            let state = match handle.global_request(request).await {
+                Ok(_) => ForwardState::Active,
+                Err(_) => {
+                    ForwardState::Failed(format!("the server refused to listen on {}", rf.listen))
+                }
+            };
+            if let ForwardState::Failed(why) = &state {
+                tracing::warn!(forward = %rf.listen, %why, "remote forward not set up");
+            }
+            self.status.send_modify(|s| {
+                if let Some(f) = s.remote_forwards.get_mut(i) {
+                    f.state = state;
+                }
+            });
+        }
+    }
+}
+
+impl Handle {
+    /// The server's host key fingerprint, once known.
+    pub async fn host_key_fingerprint(&self) -> Option<String> {
+        self.info().await.ok().and_then(|i| i.host_key)
+    }
+}
+
+fn set_phase(status: &watch::Sender<LinkStatus>, phase: LinkPhase) {
+    status.send_modify(|s| {
+        if s.phase != phase {
+            s.phase = phase;
+            s.since = SystemTime::now();
+        }
+    });
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+/// `~/` at the start of a path means the home directory, as in OpenSSH's files.
+pub fn expand_home(path: &std::path::Path) -> std::path::PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => std::path::PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+/// Uniform in [0, 1); only for jitter, so std's randomly keyed hasher is plenty.
+fn random_fraction() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let bits = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
