@@ -5,6 +5,7 @@ pub mod driver;
 pub mod forward;
 pub mod policy;
 pub mod server;
+pub mod socks;
 
 use std::time::Instant;
 
