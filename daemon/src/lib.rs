@@ -7,6 +7,7 @@ pub mod forward;
 pub mod link;
 pub mod policy;
 pub mod server;
+pub mod socks;
 pub mod trust;
 
 use std::time::Instant;
