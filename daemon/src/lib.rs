@@ -2,6 +2,8 @@
 //! end-to-end tests can drive the same code in-process.
 
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod driver;
 pub mod forward;
 pub mod link;

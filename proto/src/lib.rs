@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod conn;
 pub mod connection;
+pub mod control;
 pub mod error;
 pub mod event;
 pub mod keys;

@@ -6,6 +6,7 @@
 //! forwards) are bound once and outlive transport outages: they read the current handle and
 //! wait, bounded, while there is none. Remote forwards are re-requested after each reconnect.
 
+mod listeners;
 mod remote;
 mod status;
 mod trust;
@@ -69,15 +70,26 @@ pub struct Link {
     pub link_ref: LinkRef,
     cmds: mpsc::Sender<LinkCmd>,
     task: tokio::task::JoinHandle<()>,
+    listeners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Link {
-    /// Starts the supervisor. `state_dir` holds learned host keys for trust-on-first-use.
-    pub fn start(config: LinkConfig, state_dir: std::path::PathBuf) -> Link {
+    /// Binds the link's listeners and starts its supervisor. `state_dir` holds learned host
+    /// keys for trust-on-first-use.
+    pub async fn start(config: LinkConfig, state_dir: std::path::PathBuf) -> Link {
         let name = config.name().to_owned();
         let (status_tx, status_rx) = watch::channel(LinkStatus::new(&config));
         let (current_tx, current_rx) = watch::channel(None);
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let link_ref = LinkRef {
+            current: current_rx,
+        };
+        let span = tracing::info_span!("link", link = %name);
+        let listeners = tracing::Instrument::instrument(
+            listeners::bind_all(&config, &link_ref, &status_tx),
+            span.clone(),
+        )
+        .await;
         let supervisor = Supervisor {
             config: config.clone(),
             state_dir,
@@ -87,17 +99,15 @@ impl Link {
             enabled: config.enabled,
             attempt: 0,
         };
-        let span = tracing::info_span!("link", link = %name);
         let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
         Link {
             name,
             config,
             status: status_rx,
-            link_ref: LinkRef {
-                current: current_rx,
-            },
+            link_ref,
             cmds: cmd_tx,
             task,
+            listeners,
         }
     }
 
@@ -107,12 +117,16 @@ impl Link {
 
     /// Stops the supervisor, closing the connection with a DISCONNECT.
     pub async fn shutdown(self) {
-        if let Some(handle) = self.link_ref.current.borrow().clone() {
+        let current = self.link_ref.current.borrow().clone();
+        if let Some(handle) = current {
             handle
                 .disconnect("sshvpnd: link removed or daemon stopping")
                 .await;
         }
         self.task.abort();
+        for l in &self.listeners {
+            l.abort();
+        }
         let _ = self.task.await;
     }
 

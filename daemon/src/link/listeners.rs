@@ -1,0 +1,152 @@
+//! A link's local listeners: SOCKS ports and local forwards (`ssh -L`, TCP or Unix socket).
+//! Bound once when the link starts and kept through transport outages; each connection takes
+//! the link's current connection, waiting up to `OUTAGE_WAIT` for one.
+
+use std::net::SocketAddr;
+
+use sshvpn_proto::ChannelKind;
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{ForwardState, LinkRef, LinkStatus, OUTAGE_WAIT};
+use crate::config::{Endpoint, ForwardConfig, LinkConfig, SocksConfig};
+use crate::driver::{OpenError, splice};
+use crate::socks::{self, SocksAuth};
+
+/// Connections one SOCKS listener serves at once.
+const MAX_SOCKS_CONNECTIONS: usize = 4096;
+
+/// Binds every listener of the link; a listener that cannot be bound is marked failed in the
+/// status (with the reason) and the others still start.
+pub async fn bind_all(
+    config: &LinkConfig,
+    link: &LinkRef,
+    status: &watch::Sender<LinkStatus>,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let mut index = 0;
+    for s in &config.socks {
+        let result = bind_socks(s, link.clone()).await;
+        record(status, index, &result);
+        tasks.extend(result.ok());
+        index += 1;
+    }
+    for f in &config.forward {
+        let result = bind_forward(f, link.clone()).await;
+        record(status, index, &result);
+        tasks.extend(result.ok());
+        index += 1;
+    }
+    tasks
+}
+
+fn record(
+    status: &watch::Sender<LinkStatus>,
+    index: usize,
+    result: &Result<JoinHandle<()>, String>,
+) {
+    if let Err(e) = result {
+        tracing::error!(error = %e, "listener not started");
+    }
+    status.send_modify(|s| {
+        if let Some(l) = s.listeners.get_mut(index) {
+            l.state = match result {
+                Ok(_) => ForwardState::Active,
+                Err(e) => ForwardState::Failed(e.clone()),
+            };
+        }
+    });
+}
+
+async fn bind_socks(config: &SocksConfig, link: LinkRef) -> Result<JoinHandle<()>, String> {
+    let listener = TcpListener::bind(config.listen.0)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen.0))?;
+    let auth = match (&config.username, &config.password) {
+        (Some(u), Some(p)) => Some(SocksAuth {
+            username: u.clone(),
+            password: p.clone(),
+        }),
+        _ => None,
+    };
+    tracing::info!(listen = %config.listen.0, "SOCKS listening");
+    Ok(tokio::spawn(socks::serve(
+        listener,
+        auth,
+        MAX_SOCKS_CONNECTIONS,
+        move |req, peer| {
+            let link = link.clone();
+            async move {
+                let handle = link.get(OUTAGE_WAIT).await.ok_or(OpenError::Closed)?;
+                handle.open(direct_tcpip(req.host, req.port, peer)).await
+            }
+        },
+    )))
+}
+
+async fn bind_forward(config: &ForwardConfig, link: LinkRef) -> Result<JoinHandle<()>, String> {
+    let target = config.connect.clone();
+    match &config.listen {
+        Endpoint::Tcp(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            tracing::info!(listen = %addr, connect = %target, "local forward listening");
+            Ok(tokio::spawn(async move {
+                while let Ok((tcp, peer)) = listener.accept().await {
+                    let _ = tcp.set_nodelay(true);
+                    let (link, target) = (link.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let Some(handle) = link.get(OUTAGE_WAIT).await else {
+                            return;
+                        };
+                        match handle
+                            .open(direct_tcpip(target.host, target.port, peer))
+                            .await
+                        {
+                            Ok(stream) => splice(stream, tcp).await,
+                            Err(e) => {
+                                tracing::warn!(%peer, %e, "local forward: channel open failed")
+                            }
+                        }
+                    });
+                }
+            }))
+        }
+        Endpoint::Unix(path) => {
+            // A stale socket from a previous run would make bind fail.
+            let _ = std::fs::remove_file(path);
+            let listener = UnixListener::bind(path)
+                .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
+            tracing::info!(listen = %path.display(), connect = %target, "local forward listening");
+            Ok(tokio::spawn(async move {
+                while let Ok((sock, _)) = listener.accept().await {
+                    let (link, target) = (link.clone(), target.clone());
+                    tokio::spawn(async move {
+                        let Some(handle) = link.get(OUTAGE_WAIT).await else {
+                            return;
+                        };
+                        let origin = SocketAddr::from(([127, 0, 0, 1], 0));
+                        match handle
+                            .open(direct_tcpip(target.host, target.port, origin))
+                            .await
+                        {
+                            Ok(stream) => splice(stream, sock).await,
+                            Err(e) => tracing::warn!(%e, "local forward: channel open failed"),
+                        }
+                    });
+                }
+            }))
+        }
+    }
+}
+
+fn direct_tcpip(host: String, port: u16, peer: SocketAddr) -> ChannelKind {
+    ChannelKind::DirectTcpip {
+        host,
+        port: u32::from(port),
+        originator: peer.ip().to_string(),
+        originator_port: u32::from(peer.port()),
+    }
+}
