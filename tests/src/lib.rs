@@ -7,5 +7,6 @@
     clippy::panic
 )]
 
+pub mod daemon;
 pub mod harness;
 pub mod peers;

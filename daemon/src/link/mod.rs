@@ -160,7 +160,10 @@ impl Supervisor {
     async fn run(mut self) {
         loop {
             if !self.enabled {
-                self.set_phase(LinkPhase::Down);
+                // A failed link stays "failed" (with its reason) until told to come up.
+                if self.status.borrow().phase != LinkPhase::Failed {
+                    self.set_phase(LinkPhase::Down);
+                }
                 match self.cmds.recv().await {
                     Some(LinkCmd::Up) => self.enabled = true,
                     Some(LinkCmd::Down) => continue,
@@ -169,6 +172,12 @@ impl Supervisor {
             }
             let ended = self.connect_and_serve().await;
             let _ = self.current.send(None);
+            // Remote forwards die with the connection; they are asked for again on reconnect.
+            self.status.send_modify(|s| {
+                s.remote_forwards
+                    .iter_mut()
+                    .for_each(|f| f.state = ForwardState::Pending)
+            });
             match ended {
                 Ended::Down => {
                     tracing::info!("link down on request");
@@ -310,11 +319,13 @@ impl Supervisor {
             s.server_host_key = fingerprint;
             s.last_error = None;
         });
-        self.set_phase(LinkPhase::Up);
         let _ = self.current.send(Some(handle.clone()));
         let remote = Arc::new(remote::RemoteForwards::new(&self.config));
         let serving = tokio::spawn(remote::serve(remote.clone(), incoming));
         self.request_remote_forwards(&handle).await;
+        // "up" once the remote forwards have their answers, so status never shows a
+        // half-set-up link as up.
+        self.set_phase(LinkPhase::Up);
         let ended = tokio::select! {
             r = &mut task => match r {
                 Ok(Err(e)) => Ended::Retry(e.to_string()),

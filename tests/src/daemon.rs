@@ -1,0 +1,204 @@
+//! Real `sshvpnd` and `sshvpnctl` processes for end-to-end tests: built once per test process
+//! with the same cargo, started from a generated configuration, killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use sshvpn_proto::control::LinkInfo;
+use tokio::process::{Child, Command};
+
+use crate::harness::TestDir;
+
+/// Path to a binary of this workspace, built (once per test process) if needed.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        // Test executables live in <target>/<profile>/deps; build the binaries beside them.
+        let exe = std::env::current_exe().expect("current_exe");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target profile dir")
+            .to_owned();
+        let target_dir = profile_dir.parent().expect("target dir").to_owned();
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "sshvpnd",
+                "-p",
+                "sshvpnctl",
+                "--bins",
+            ])
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .status()
+            .expect("run cargo build for sshvpnd and sshvpnctl");
+        assert!(status.success(), "building sshvpnd and sshvpnctl failed");
+        target_dir.join("debug")
+    });
+    dir.join(name)
+}
+
+/// A running sshvpnd.
+#[derive(Debug)]
+pub struct Daemon {
+    child: Child,
+    pub name: String,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// The `[daemon]` section every test daemon uses: its own socket and state directory.
+    pub fn daemon_section(dir: &TestDir, name: &str) -> String {
+        format!(
+            "[daemon]\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n",
+            dir.path().join(format!("{name}.sock")).display(),
+            dir.path().join(format!("{name}-state")).display()
+        )
+    }
+
+    /// Writes `body` (after a `[daemon]` section) to `<name>.toml` and starts sshvpnd on it,
+    /// waiting until its control socket answers.
+    pub async fn start(dir: &TestDir, name: &str, body: &str) -> Daemon {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("{}\n{body}", Self::daemon_section(dir, name)),
+        )
+        .expect("write config");
+        Self::start_with(dir, name, config).await
+    }
+
+    /// Starts sshvpnd on an existing configuration file (e.g. after a restart).
+    pub async fn start_with(dir: &TestDir, name: &str, config: PathBuf) -> Daemon {
+        let log = dir.path().join(format!("{name}.log"));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let child = Command::new(binary("sshvpnd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sshvpnd");
+        let d = Daemon {
+            child,
+            name: name.to_owned(),
+            config,
+            socket: dir.path().join(format!("{name}.sock")),
+            state_dir: dir.path().join(format!("{name}-state")),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if d.ctl(&["status"]).await.0 {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "sshvpnd {name} did not answer on its control socket; log:\n{}",
+            d.log()
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("sshvpnd pid")
+    }
+
+    /// Runs sshvpnctl against this daemon: (success, stdout, stderr).
+    pub async fn ctl(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(binary("sshvpnctl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run sshvpnctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub async fn status(&self) -> Vec<LinkInfo> {
+        let (ok, stdout, stderr) = self.ctl(&["--json", "status"]).await;
+        assert!(ok, "sshvpnctl status failed: {stderr}");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("status JSON");
+        serde_json::from_value(v["links"].clone()).expect("links")
+    }
+
+    pub async fn link(&self, name: &str) -> LinkInfo {
+        self.status()
+            .await
+            .into_iter()
+            .find(|l| l.name == name)
+            .unwrap_or_else(|| panic!("no link {name}"))
+    }
+
+    /// Waits until `link` is in `state`, or panics with the status and the log.
+    pub async fn wait_link(&self, link: &str, state: &str, timeout: Duration) -> LinkInfo {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let info = self.link(link).await;
+            if info.state == state {
+                return info;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "link {link} is {:?} (last error {:?}), not {state}, after {timeout:?}; log:\n{}",
+                    info.state,
+                    info.last_error,
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM and wait; returns the exit code.
+    pub async fn terminate(mut self) -> Option<i32> {
+        self.signal("TERM");
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(Ok(status)) => status.code(),
+            _ => panic!(
+                "sshvpnd {} did not exit within 10s of SIGTERM; log:\n{}",
+                self.name,
+                self.log()
+            ),
+        }
+    }
+}

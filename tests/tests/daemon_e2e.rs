@@ -1,0 +1,422 @@
+//! sshvpnd and sshvpnctl as users run them: real processes, configuration files, OpenSSH on
+//! the other end or another sshvpnd.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use sshvpn_tests::daemon::{Daemon, binary};
+use sshvpn_tests::harness::{
+    EchoServer, KeyPair, Ssh, Sshd, SshdOptions, TestDir, free_port, loopback, socks5_connect,
+    transfer_echo, transfer_echo_on,
+};
+
+const UP: Duration = Duration::from_secs(15);
+
+fn link_to(name: &str, port: u16, identity: &KeyPair, trust: &str) -> String {
+    format!(
+        "[[link]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"root\"\nidentity = \"{}\"\n{trust}\nkeepalive = \"1s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"2s\"\n",
+        identity.private.display()
+    )
+}
+
+fn known_hosts(dir: &TestDir, line: &str) -> String {
+    let path = dir.unique_path("known_hosts", "txt");
+    std::fs::write(&path, format!("{line}\n")).unwrap();
+    format!("known_hosts = \"{}\"", path.display())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_to_openssh_sshd_carries_socks_and_forwards() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let (socks, local, remote) = (free_port(), free_port(), free_port());
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{socks}\"\n\n[[link.forward]]\nlisten = \"127.0.0.1:{local}\"\nconnect = \"127.0.0.1:{}\"\n\n[[link.remote_forward]]\nlisten = \"127.0.0.1:{remote}\"\nconnect = \"127.0.0.1:{}\"\n",
+        link_to(
+            "office",
+            sshd.port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line())
+        ),
+        echo.port,
+        echo.port
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    let info = d.wait_link("office", "up", UP).await;
+    assert_eq!(
+        info.server_host_key.as_deref(),
+        Some(sshd.host_key_fingerprint().await.as_str())
+    );
+    assert!(
+        info.forwards.iter().all(|f| f.state == "active"),
+        "{:?}",
+        info.forwards
+    );
+
+    for target in ["127.0.0.1", "localhost"] {
+        let s = socks5_connect(loopback(socks), target, echo.port)
+            .await
+            .unwrap();
+        transfer_echo_on(s, 4 << 20, Duration::from_secs(60))
+            .await
+            .unwrap();
+    }
+    transfer_echo(loopback(local), 16 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    transfer_echo(loopback(remote), 16 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+
+    // The human status names the link, its state and every forward.
+    let (ok, table, _) = d.ctl(&["status"]).await;
+    assert!(
+        ok && table.contains("office")
+            && table.contains(" up ")
+            && table.contains(&format!("127.0.0.1:{local}")),
+        "{table}"
+    );
+    let info = d.link("office").await;
+    assert!(
+        info.bytes_sent > 16 << 20 && info.bytes_received > 16 << 20,
+        "{info:?}"
+    );
+    assert!(info.cipher.is_some() && info.kex.is_some());
+    assert_eq!(d.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_comes_back_after_the_server_is_killed_and_restarted() {
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    std::fs::write(
+        dir.path().join("authorized_keys"),
+        format!("{}\n", key.public_line),
+    )
+    .unwrap();
+    let server_port = free_port();
+    let server_body = format!(
+        "[server]\nlisten = [\"127.0.0.1:{server_port}\"]\nauthorized_keys = \"{}\"\n",
+        dir.path().join("authorized_keys").display()
+    );
+    let server = Daemon::start(&dir, "server", &server_body).await;
+    let echo = EchoServer::start().await;
+    let socks = free_port();
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{socks}\"\n",
+        link_to("site", server_port, &key, "trust_on_first_use = true")
+    );
+    let client = Daemon::start(&dir, "client", &body).await;
+    client.wait_link("site", "up", UP).await;
+
+    // Kill the server in the middle of a transfer.
+    let s = socks5_connect(loopback(socks), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    let transfer = tokio::spawn(transfer_echo_on(s, 256 << 20, Duration::from_secs(60)));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let config = server.config.clone();
+    server.kill().await;
+    assert!(
+        transfer.await.unwrap().is_err(),
+        "a transfer cut by the server's death must not report success"
+    );
+    let lost = client.link("site").await;
+    assert_ne!(lost.state, "up", "the link noticed the server is gone");
+
+    // Same port, same state directory (same host key): the link returns by itself.
+    let server = Daemon::start_with(&dir, "server", config).await;
+    let back = client
+        .wait_link("site", "up", Duration::from_secs(10))
+        .await;
+    assert!(back.last_error.is_none());
+    let s = socks5_connect(loopback(socks), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 4 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_link_does_not_affect_a_working_one() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let (good_socks, bad_socks) = (free_port(), free_port());
+    let impostor = dir.keygen("impostor").await;
+    let wrong = format!(
+        "[127.0.0.1]:{} {}",
+        sshd.port(),
+        impostor.key_type_and_blob()
+    );
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{good_socks}\"\n\n{}\n[[link.socks]]\nlisten = \"127.0.0.1:{bad_socks}\"\n\n{}\n",
+        link_to(
+            "good",
+            sshd.port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line())
+        ),
+        link_to("wrong-key", sshd.port(), &key, &known_hosts(&dir, &wrong)),
+        link_to(
+            "nobody-home",
+            free_port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line())
+        ),
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    d.wait_link("good", "up", UP).await;
+    // A changed host key stops the link with the fingerprint in the reason; it does not retry.
+    let failed = d.wait_link("wrong-key", "failed", UP).await;
+    let fp = sshd.host_key_fingerprint().await;
+    let err = failed.last_error.unwrap();
+    assert!(
+        err.contains("HOST KEY CHANGED") && err.contains(&fp),
+        "{err}"
+    );
+    // Nothing listening: the link keeps retrying with a visible error.
+    let deadline = std::time::Instant::now() + UP;
+    loop {
+        let l = d.link("nobody-home").await;
+        if l.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{l:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The good link carries traffic throughout; the broken link's SOCKS port fails cleanly.
+    let s = socks5_connect(loopback(good_socks), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 4 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        socks5_connect(loopback(bad_socks), "127.0.0.1", echo.port)
+            .await
+            .is_err()
+    );
+    assert_eq!(d.link("good").await.state, "up");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_down_and_reload() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let trust = known_hosts(&dir, &sshd.known_hosts_line());
+    let body = link_to("one", sshd.port(), &key, &trust);
+    let d = Daemon::start(&dir, "client", &body).await;
+    let first = d.wait_link("one", "up", UP).await;
+
+    let (ok, out, _) = d.ctl(&["down", "one"]).await;
+    assert!(ok, "{out}");
+    d.wait_link("one", "down", UP).await;
+    let (ok, _, _) = d.ctl(&["up", "one"]).await;
+    assert!(ok);
+    let again = d.wait_link("one", "up", UP).await;
+
+    // Reload with a second link added: "one" keeps its connection (same since), "two" starts.
+    std::fs::write(
+        &d.config,
+        format!(
+            "{}\n{body}\n{}",
+            Daemon::daemon_section(&dir, "client"),
+            link_to("two", sshd.port(), &key, &trust)
+        ),
+    )
+    .unwrap();
+    d.signal("HUP");
+    d.wait_link("two", "up", UP).await;
+    assert_eq!(
+        d.link("one").await.since,
+        again.since,
+        "unchanged link kept its connection"
+    );
+    assert!(again.since >= first.since);
+
+    // A broken configuration is rejected and everything keeps running.
+    std::fs::write(&d.config, "[[link]]\nname = 3\n").unwrap();
+    let (ok, _, err) = d.ctl(&["reload"]).await;
+    assert!(
+        !ok && err.contains("reload rejected") && err.contains("link.name"),
+        "{err}"
+    );
+    assert_eq!(d.link("two").await.state, "up");
+
+    // Errors are one line and a non-zero exit.
+    let (ok, _, err) = d.ctl(&["up", "nonexistent"]).await;
+    assert!(
+        !ok && err.trim().lines().count() == 1 && err.contains("no link named"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_names_file_line_and_key() {
+    let dir = TestDir::new();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[[link]]\nname = \"x\"\nhost = \"h\"\nuser = \"u\"\nhost_key = \"SHA256:abc\"\nkeepalive = \"soon\"\n").unwrap();
+    let out = std::process::Command::new(binary("sshvpnd"))
+        .arg("--check-config")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("{}:6: link.keepalive:", path.display())),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "[[link]]\nname = \"x\"\nhost = \"h\"\nuser = \"u\"\nhost_key = \"SHA256:abc\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(binary("sshvpnd"))
+        .arg("--check-config")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And sshvpnctl without a daemon says what is wrong in one line.
+    let out = std::process::Command::new(binary("sshvpnctl"))
+        .args(["--socket", "/nonexistent/sock", "status"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("cannot reach sshvpnd at /nonexistent/sock")
+            && err.contains("is it running?"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_client_against_sshvpnd_server_with_key_options() {
+    let dir = TestDir::new();
+    let open = dir.keygen("open").await;
+    let limited = dir.keygen("limited").await;
+    let restricted = dir.keygen("restricted").await;
+    let echo = EchoServer::start().await;
+    let other = EchoServer::start().await;
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(
+        &keys,
+        format!(
+            "{}\npermitopen=\"127.0.0.1:{}\" {}\nrestrict {}\n",
+            open.public_line, echo.port, limited.public_line, restricted.public_line
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let d = Daemon::start(
+        &dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
+            keys.display()
+        ),
+    )
+    .await;
+    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let known = format!(
+        "[127.0.0.1]:{port} {}",
+        host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let ssh = |key: &KeyPair| {
+        Ssh::new(&dir)
+            .port(port)
+            .identity(key)
+            .known_hosts_line(&known)
+    };
+
+    // Unrestricted: -L, -R and -D all work.
+    let (l, r, dy) = (free_port(), free_port(), free_port());
+    let mut p = ssh(&open)
+        .local_forward(&format!("127.0.0.1:{l}:127.0.0.1:{}", echo.port))
+        .remote_forward(&format!("127.0.0.1:{r}:127.0.0.1:{}", echo.port))
+        .dynamic(&format!("127.0.0.1:{dy}"))
+        .spawn();
+    p.wait_for_port(l, UP).await;
+    p.wait_for_port(r, UP).await;
+    transfer_echo(loopback(l), 8 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    transfer_echo(loopback(r), 8 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let s = socks5_connect(loopback(dy), "localhost", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 1 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    p.kill().await;
+
+    // permitopen: the permitted target works, another is refused.
+    let dy = free_port();
+    let mut p = ssh(&limited).dynamic(&format!("127.0.0.1:{dy}")).spawn();
+    p.wait_for_port(dy, UP).await;
+    let s = socks5_connect(loopback(dy), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(
+        socks5_connect(loopback(dy), "127.0.0.1", other.port)
+            .await
+            .is_err(),
+        "permitopen must refuse other targets"
+    );
+    p.kill().await;
+
+    // restrict: no forwarding at all; ssh with ExitOnForwardFailure gives up on -R.
+    let mut p = ssh(&restricted)
+        .remote_forward(&format!(
+            "127.0.0.1:{}:127.0.0.1:{}",
+            free_port(),
+            echo.port
+        ))
+        .spawn();
+    let status = p
+        .exit_status_within(UP)
+        .await
+        .expect("ssh should exit when -R is refused");
+    assert!(!status.success());
+    assert!(
+        p.stderr().contains("remote port forwarding failed"),
+        "{}",
+        p.stderr()
+    );
+    assert!(d.log().contains("refused by authorized_keys options"));
+}
