@@ -27,6 +27,10 @@ struct Args {
     /// Check the configuration and exit: 0 when it is valid.
     #[arg(long)]
     check_config: bool,
+    /// Write a new ed25519 key pair (FILE, mode 0600, and FILE.pub) and exit; an existing
+    /// FILE is left alone.
+    #[arg(long, value_name = "FILE")]
+    generate_key: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
@@ -34,6 +38,18 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.generate_key {
+        return match sshvpnd::server::load_or_generate_host_key(path) {
+            Ok(key) => {
+                println!("{}: {}", path.display(), key.fingerprint());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sshvpnd: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let config = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

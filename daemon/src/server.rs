@@ -79,7 +79,7 @@ pub fn load_or_generate_host_key(path: &Path) -> Result<Ed25519Key, String> {
     let keypair = sshvpn_proto::ssh_key::private::Ed25519Keypair::from_seed(&seed);
     let private = sshvpn_proto::ssh_key::PrivateKey::new(
         sshvpn_proto::ssh_key::private::KeypairData::Ed25519(keypair),
-        "sshvpnd host key",
+        "sshvpnd",
     )
     .map_err(|e| e.to_string())?;
     let text = private

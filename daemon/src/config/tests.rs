@@ -135,3 +135,24 @@ fn intervals_and_host_ports() {
         Endpoint::Unix("/run/x.sock".into())
     );
 }
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("@DIR@", "/tmp/x");
+            Config::parse(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 4,
+        "expected the example configurations in {}",
+        dir.display()
+    );
+}
