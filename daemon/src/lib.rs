@@ -1,6 +1,7 @@
 //! sshvpnd: the daemon's library half. The binary (`main.rs`) is a thin shell over it, so
 //! end-to-end tests can drive the same code in-process.
 
+pub mod agent;
 pub mod config;
 pub mod control;
 pub mod daemon;

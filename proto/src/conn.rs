@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::auth::client::{ClientAuth, ClientAuthEvent};
+use crate::auth::client::{ClientAuth, ClientAuthEvent, Identity};
 use crate::auth::server::{ServerAuth, ServerAuthEvent};
 use crate::connection::{
     ChannelConfig, ChannelError, ChannelId, ChannelKind, Channels, GlobalRequest, OpenFailure,
@@ -35,7 +35,7 @@ use crate::wire::{DisconnectReason, MsgType};
 pub struct ClientConfig {
     pub user: String,
     /// Identities tried in order (RFC 4252 §7).
-    pub identities: Vec<Ed25519Key>,
+    pub identities: Vec<Identity>,
     pub transport: TransportConfig,
     pub channels: ChannelConfig,
     /// Probe with keepalive@openssh.com after this long without input.
@@ -48,7 +48,7 @@ impl ClientConfig {
     pub fn new(user: impl Into<String>, identities: Vec<Ed25519Key>) -> Self {
         Self {
             user: user.into(),
-            identities,
+            identities: identities.into_iter().map(Identity::Local).collect(),
             transport: TransportConfig::default(),
             channels: ChannelConfig::default(),
             keepalive: None,
@@ -350,6 +350,9 @@ impl Connection {
                     Auth::Client(auth) => match auth.on_message(payload, tx, &session_id)? {
                         ClientAuthEvent::None | ClientAuthEvent::PartialSuccess => {}
                         ClientAuthEvent::Banner(text) => self.events.push_back(Event::Banner(text)),
+                        ClientAuthEvent::SignRequest { key, data } => {
+                            self.events.push_back(Event::SignRequest { key, data })
+                        }
                         ClientAuthEvent::Success => self.on_authenticated(),
                     },
                     Auth::Server(auth) => {
@@ -391,6 +394,19 @@ impl Connection {
         let result = (|| {
             if let Some(input) = self.transport.host_key_verdict(accept, now)? {
                 self.on_input(input, now)?;
+            }
+            self.process(now)
+        })();
+        self.check(result)
+    }
+
+    /// Client: the signature asked for by `Event::SignRequest` (an "ssh-ed25519" signature
+    /// blob), or `None` if it could not be made (the next identity is tried).
+    pub fn sign_response(&mut self, signature: Option<Vec<u8>>, now: Instant) -> Result<(), Error> {
+        let result = (|| {
+            let session_id = self.transport.session_id().copied().unwrap_or_default();
+            if let Auth::Client(auth) = &mut self.auth {
+                auth.signature(signature, &mut self.transport.tx, &session_id)?;
             }
             self.process(now)
         })();

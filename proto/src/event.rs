@@ -12,6 +12,9 @@ pub enum Event {
     KeyExchangeDone { initial: bool },
     /// Client: the server's banner (RFC 4252 §5.4), to show the user.
     Banner(String),
+    /// Client: sign `data` with `key` (held outside this process, e.g. by ssh-agent) and
+    /// answer with `Connection::sign_response`.
+    SignRequest { key: PublicKey, data: Vec<u8> },
     /// Server: may `user` log in with `key`? Input is paused until `Connection::authorize_key`.
     /// When `signed` is true the key's signature has been verified and accepting logs the user
     /// in; when false the client only asks whether the key would be acceptable.

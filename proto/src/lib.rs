@@ -18,6 +18,7 @@ pub mod rng;
 pub mod transport;
 pub mod wire;
 
+pub use auth::client::Identity;
 pub use conn::{ClientConfig, Connection, ServerConfig, Stats};
 pub use connection::{ChannelId, ChannelKind, GlobalRequest, OpenFailure, RequestId, TunMode};
 pub use error::Error;

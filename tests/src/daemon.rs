@@ -67,17 +67,26 @@ impl Daemon {
     /// Writes `body` (after a `[daemon]` section) to `<name>.toml` and starts sshvpnd on it,
     /// waiting until its control socket answers.
     pub async fn start(dir: &TestDir, name: &str, body: &str) -> Daemon {
+        Self::start_env(dir, name, body, &[]).await
+    }
+
+    /// As `start`, with extra environment variables for the daemon.
+    pub async fn start_env(dir: &TestDir, name: &str, body: &str, env: &[(&str, &Path)]) -> Daemon {
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!("{}\n{body}", Self::daemon_section(dir, name)),
         )
         .expect("write config");
-        Self::start_with(dir, name, config).await
+        Self::spawn(dir, name, config, env).await
     }
 
     /// Starts sshvpnd on an existing configuration file (e.g. after a restart).
     pub async fn start_with(dir: &TestDir, name: &str, config: PathBuf) -> Daemon {
+        Self::spawn(dir, name, config, &[]).await
+    }
+
+    async fn spawn(dir: &TestDir, name: &str, config: PathBuf, env: &[(&str, &Path)]) -> Daemon {
         let log = dir.path().join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -89,6 +98,7 @@ impl Daemon {
             .arg(&config)
             .arg("--log-level")
             .arg("debug")
+            .envs(env.iter().map(|(k, v)| (*k, *v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)

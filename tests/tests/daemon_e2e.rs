@@ -420,3 +420,55 @@ async fn openssh_client_against_sshvpnd_server_with_key_options() {
     );
     assert!(d.log().contains("refused by authorized_keys options"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_from_ssh_agent_and_passphrase_file() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let agent_key = dir.keygen("in-agent").await;
+    let locked = dir.keygen_with_passphrase("locked", "correct horse").await;
+    sshd.authorize(&agent_key);
+    sshd.authorize(&locked);
+    let trust = known_hosts(&dir, &sshd.known_hosts_line());
+
+    // ssh-agent holding the key; the link has no identity file.
+    let sock = dir.path().join("agent.sock");
+    let _agent = tokio::process::Command::new(sshvpn_tests::harness::require("ssh-agent"))
+        .arg("-D")
+        .arg("-a")
+        .arg(&sock)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let added = tokio::process::Command::new(sshvpn_tests::harness::require("ssh-add"))
+        .arg(&agent_key.private)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let body = format!(
+        "[[link]]\nname = \"agent\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"root\"\n{trust}\n\n{}identity_passphrase_file = \"{}\"\n",
+        sshd.port(),
+        link_to("locked", sshd.port(), &locked, &trust),
+        {
+            let p = dir.path().join("passphrase");
+            std::fs::write(&p, "correct horse\n").unwrap();
+            p.display().to_string()
+        }
+    );
+    let d = Daemon::start_env(&dir, "client", &body, &[("SSH_AUTH_SOCK", &sock)]).await;
+    d.wait_link("agent", "up", UP).await;
+    d.wait_link("locked", "up", UP).await;
+}

@@ -40,6 +40,10 @@ pub trait Policy: Send + 'static {
     fn authorize_key(&mut self, _user: &str, _key: &PublicKey, _signed: bool) -> bool {
         false
     }
+    /// Client: the ssh-agent socket that holds external identities' private keys.
+    fn agent_socket(&self) -> Option<std::path::PathBuf> {
+        None
+    }
 }
 
 /// Where the connection is, published through a watch channel.
@@ -147,6 +151,9 @@ enum Cmd {
     },
     Stats {
         reply: oneshot::Sender<ConnectionInfo>,
+    },
+    Signed {
+        signature: Option<Vec<u8>>,
     },
 }
 
@@ -432,6 +439,9 @@ impl Driver {
             Cmd::Disconnect { description } => self
                 .conn
                 .disconnect(DisconnectReason::BY_APPLICATION, &description),
+            Cmd::Signed { signature } => {
+                let _ = self.conn.sign_response(signature, Instant::now());
+            }
             Cmd::Stats { reply } => {
                 let n = self.conn.negotiated();
                 let _ = reply.send(ConnectionInfo {
@@ -545,6 +555,23 @@ impl Driver {
             Event::VerifyHostKey(key) => {
                 let ok = self.policy.verify_host_key(&key);
                 self.conn.host_key_verdict(ok, now)?;
+            }
+            Event::SignRequest { key, data } => {
+                let cmd = self.handle.cmd.clone();
+                let agent = self.policy.agent_socket();
+                tokio::spawn(async move {
+                    let signature = match agent {
+                        Some(socket) => match crate::agent::sign(&socket, &key, &data).await {
+                            Ok(sig) => Some(sig),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "agent signature failed");
+                                None
+                            }
+                        },
+                        None => None,
+                    };
+                    let _ = cmd.send(Cmd::Signed { signature }).await;
+                });
             }
             Event::AuthorizeKey { user, key, signed } => {
                 let ok = self.policy.authorize_key(&user, &key, signed);

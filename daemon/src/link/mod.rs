@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sshvpn_proto::keys::load_private_key_file;
-use sshvpn_proto::{ClientConfig, Ed25519Key, GlobalRequest};
+use sshvpn_proto::{ClientConfig, Ed25519Key, GlobalRequest, Identity};
 use tokio::sync::{mpsc, watch};
 
 use crate::config::LinkConfig;
@@ -228,8 +228,10 @@ impl Supervisor {
         set_phase(&self.status, phase);
     }
 
-    fn client_config(&self) -> Result<ClientConfig, String> {
+    /// The client settings for one attempt, and the agent socket if keys come from ssh-agent.
+    async fn client_config(&self) -> Result<(ClientConfig, Option<std::path::PathBuf>), String> {
         let mut identities = Vec::new();
+        let mut agent = None;
         if let Some(path) = &self.config.identity {
             let path = expand_home(path);
             let passphrase = match &self.config.identity_passphrase_file {
@@ -247,14 +249,25 @@ impl Supervisor {
             };
             let key = load_private_key_file(&path, passphrase.as_deref().map(str::as_bytes))
                 .map_err(|e| e.to_string())?;
-            identities.push(
-                Ed25519Key::from_ssh_key(&key).map_err(|e| format!("{}: {e}", path.display()))?,
-            );
+            let key =
+                Ed25519Key::from_ssh_key(&key).map_err(|e| format!("{}: {e}", path.display()))?;
+            identities.push(Identity::Local(key));
+        } else {
+            let socket = std::env::var_os("SSH_AUTH_SOCK")
+                .map(std::path::PathBuf::from)
+                .ok_or("no identity: set `identity` to an OpenSSH ed25519 key file, or run with SSH_AUTH_SOCK pointing at an ssh-agent")?;
+            let keys = crate::agent::list_ed25519(&socket).await?;
+            if keys.is_empty() {
+                return Err(format!(
+                    "the ssh-agent at {} holds no ed25519 keys",
+                    socket.display()
+                ));
+            }
+            identities.extend(keys.into_iter().map(Identity::External));
+            agent = Some(socket);
         }
-        if identities.is_empty() {
-            return Err("no identity: set `identity` to an OpenSSH ed25519 key file (ssh-agent keys are not supported yet)".into());
-        }
-        let mut config = ClientConfig::new(self.config.user.clone(), identities);
+        let mut config = ClientConfig::new(self.config.user.clone(), Vec::new());
+        config.identities = identities;
         if let Some(ciphers) = &self.config.ciphers {
             config.transport.preferences.ciphers = ciphers
                 .iter()
@@ -269,16 +282,19 @@ impl Supervisor {
         }
         config.keepalive = Some(self.config.keepalive.0);
         config.keepalive_max = self.config.keepalive_max;
-        Ok(config)
+        Ok((config, agent))
     }
 
     async fn connect_and_serve(&mut self) -> Ended {
         self.set_phase(LinkPhase::Connecting);
-        let client_config = match self.client_config() {
+        let (client_config, agent) = match self.client_config().await {
             Ok(c) => c,
+            // An unreachable agent may come back; a broken key file will not fix itself.
+            Err(e) if e.contains("ssh-agent") => return Ended::Retry(e),
             Err(e) => return Ended::Stop(e),
         };
-        let trust = LinkTrust::new(&self.config, &self.state_dir);
+        let mut trust = LinkTrust::new(&self.config, &self.state_dir);
+        trust.agent = agent;
         let verdict = trust.last_refusal();
         let addr = format!("{}:{}", bracket(&self.config.host), self.config.port);
         let status = self.status.clone();

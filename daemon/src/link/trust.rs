@@ -21,6 +21,8 @@ pub struct LinkTrust {
     /// Where trust-on-first-use records a new key, when enabled.
     tofu_file: Option<PathBuf>,
     refusal: Arc<Mutex<Option<String>>>,
+    /// The ssh-agent that holds this link's keys, when it has no identity file.
+    pub agent: Option<PathBuf>,
 }
 
 impl LinkTrust {
@@ -38,6 +40,7 @@ impl LinkTrust {
             known_hosts_file,
             tofu_file,
             refusal: Arc::default(),
+            agent: None,
         }
     }
 
@@ -111,6 +114,10 @@ impl LinkTrust {
 }
 
 impl Policy for LinkTrust {
+    fn agent_socket(&self) -> Option<PathBuf> {
+        self.agent.clone()
+    }
+
     fn verify_host_key(&mut self, key: &PublicKey) -> bool {
         match self.decide(key) {
             Ok(()) => true,

@@ -1,16 +1,38 @@
 //! The client half of RFC 4252: request the service, probe with "none" (§5.2) to learn the
-//! methods, then sign with each identity in turn (§7) until one is accepted.
+//! methods, then try each identity in turn (§7). A local key signs at once. A key held
+//! elsewhere (ssh-agent) is first offered without a signature, and only once the server
+//! answers PK_OK is the holder asked to sign: the caller gets a `SignRequest` and resumes
+//! with `signature`.
 
 use super::{METHOD_NONE, METHOD_PUBLICKEY, SERVICE_CONNECTION, SERVICE_USERAUTH, signed_data};
 use crate::error::Error;
 use crate::transport::Tx;
-use crate::transport::hostkey::{ED25519, Ed25519Key};
+use crate::transport::hostkey::{ED25519, Ed25519Key, PublicKey};
 use crate::wire::{MsgType, Reader, Writer};
+
+/// A key to authenticate with.
+#[derive(Debug, Clone)]
+pub enum Identity {
+    /// The private key is here.
+    Local(Ed25519Key),
+    /// Only the public key is here; signatures come from elsewhere (ssh-agent).
+    External(PublicKey),
+}
+
+impl From<Ed25519Key> for Identity {
+    fn from(key: Ed25519Key) -> Self {
+        Identity::Local(key)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     AwaitServiceAccept,
     AwaitMethods,
+    /// An external key was offered without a signature.
+    AwaitPkOk,
+    /// The external key was accepted; waiting for its holder's signature.
+    AwaitSignature,
     AwaitPublicKeyResult,
     Done,
 }
@@ -22,19 +44,24 @@ pub enum ClientAuthEvent {
     Banner(String),
     /// A method succeeded partially (§5.1); more are needed.
     PartialSuccess,
+    /// Sign `data` with `key` and call `ClientAuth::signature`.
+    SignRequest {
+        key: PublicKey,
+        data: Vec<u8>,
+    },
     Success,
 }
 
 #[derive(Debug)]
 pub struct ClientAuth {
     user: String,
-    identities: Vec<Ed25519Key>,
+    identities: Vec<Identity>,
     next_identity: usize,
     step: Step,
 }
 
 impl ClientAuth {
-    pub fn new(user: String, identities: Vec<Ed25519Key>) -> Self {
+    pub fn new(user: String, identities: Vec<Identity>) -> Self {
         Self {
             user,
             identities,
@@ -68,6 +95,10 @@ impl ClientAuth {
     ) -> Result<ClientAuthEvent, Error> {
         let msg = MsgType(payload.first().copied().unwrap_or(0));
         let mut r = Reader::new(payload.get(1..).unwrap_or_default());
+        let waiting = matches!(
+            self.step,
+            Step::AwaitMethods | Step::AwaitPkOk | Step::AwaitPublicKeyResult
+        );
         match (&self.step, msg) {
             (Step::AwaitServiceAccept, MsgType::SERVICE_ACCEPT) => {
                 if r.string()? != SERVICE_USERAUTH.as_bytes() {
@@ -84,7 +115,7 @@ impl ClientAuth {
                 self.step = Step::AwaitMethods;
                 Ok(ClientAuthEvent::None)
             }
-            (Step::AwaitMethods | Step::AwaitPublicKeyResult, MsgType::USERAUTH_BANNER) => {
+            (_, MsgType::USERAUTH_BANNER) if waiting => {
                 // RFC 4252 §5.4; the text is the server's, shown to the user as is.
                 let text = String::from_utf8_lossy(r.string()?)
                     .chars()
@@ -92,10 +123,25 @@ impl ClientAuth {
                     .collect();
                 Ok(ClientAuthEvent::Banner(text))
             }
-            (Step::AwaitMethods | Step::AwaitPublicKeyResult, MsgType::USERAUTH_FAILURE) => {
+            (Step::AwaitPkOk, MsgType::USERAUTH_PK_OK) => {
+                let Some(Identity::External(key)) = self
+                    .identities
+                    .get(self.next_identity.wrapping_sub(1))
+                    .cloned()
+                else {
+                    return Err(Error::Unexpected {
+                        msg,
+                        state: "without an offered key",
+                    });
+                };
+                self.step = Step::AwaitSignature;
+                let data = signed_data(session_id, &self.user, ED25519, &key.blob());
+                Ok(ClientAuthEvent::SignRequest { key, data })
+            }
+            (_, MsgType::USERAUTH_FAILURE) if waiting => {
                 let methods = r.name_list("authentications that can continue")?;
                 let partial = r.bool()?;
-                if methods.contains(METHOD_PUBLICKEY) && self.sign_next(tx, session_id) {
+                if methods.contains(METHOD_PUBLICKEY) && self.try_next(tx, session_id) {
                     return Ok(if partial {
                         ClientAuthEvent::PartialSuccess
                     } else {
@@ -106,7 +152,7 @@ impl ClientAuth {
                     methods: methods.0.to_owned(),
                 })
             }
-            (Step::AwaitMethods | Step::AwaitPublicKeyResult, MsgType::USERAUTH_SUCCESS) => {
+            (_, MsgType::USERAUTH_SUCCESS) if waiting => {
                 self.step = Step::Done;
                 Ok(ClientAuthEvent::Success)
             }
@@ -118,15 +164,66 @@ impl ClientAuth {
         }
     }
 
-    /// Sends a signed publickey request with the next identity; false when none remain.
-    fn sign_next(&mut self, tx: &mut Tx, session_id: &[u8]) -> bool {
-        let Some(key) = self.identities.get(self.next_identity) else {
+    /// The signature for the pending `SignRequest`, or `None` when the holder declined: then
+    /// the next identity is tried.
+    pub fn signature(
+        &mut self,
+        signature: Option<Vec<u8>>,
+        tx: &mut Tx,
+        session_id: &[u8],
+    ) -> Result<(), Error> {
+        if self.step != Step::AwaitSignature {
+            return Ok(());
+        }
+        let Some(Identity::External(key)) = self
+            .identities
+            .get(self.next_identity.wrapping_sub(1))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        match signature {
+            Some(sig) => {
+                self.send_signed(tx, &key.blob(), &sig);
+                Ok(())
+            }
+            None if self.try_next(tx, session_id) => Ok(()),
+            None => Err(Error::AuthFailed {
+                methods: METHOD_PUBLICKEY.into(),
+            }),
+        }
+    }
+
+    /// Tries the next identity; false when none remain.
+    fn try_next(&mut self, tx: &mut Tx, session_id: &[u8]) -> bool {
+        let Some(identity) = self.identities.get(self.next_identity).cloned() else {
             return false;
         };
         self.next_identity += 1;
-        let blob = key.public().blob();
-        let data = signed_data(session_id, &self.user, ED25519, &blob);
-        let signature = key.sign_blob(&data);
+        match identity {
+            Identity::Local(key) => {
+                let blob = key.public().blob();
+                let signature = key.sign_blob(&signed_data(session_id, &self.user, ED25519, &blob));
+                self.send_signed(tx, &blob, &signature);
+            }
+            Identity::External(key) => {
+                let blob = key.blob();
+                let user = &self.user;
+                tx.send(|b| {
+                    let mut w = Writer::new(b);
+                    w.u8(MsgType::USERAUTH_REQUEST.0)
+                        .string(user)
+                        .string(SERVICE_CONNECTION)
+                        .string(METHOD_PUBLICKEY);
+                    w.bool(false).string(ED25519).string(&blob);
+                });
+                self.step = Step::AwaitPkOk;
+            }
+        }
+        true
+    }
+
+    fn send_signed(&mut self, tx: &mut Tx, blob: &[u8], signature: &[u8]) {
         let user = &self.user;
         tx.send(|b| {
             let mut w = Writer::new(b);
@@ -134,12 +231,8 @@ impl ClientAuth {
                 .string(user)
                 .string(SERVICE_CONNECTION)
                 .string(METHOD_PUBLICKEY);
-            w.bool(true)
-                .string(ED25519)
-                .string(&blob)
-                .string(&signature);
+            w.bool(true).string(ED25519).string(blob).string(signature);
         });
         self.step = Step::AwaitPublicKeyResult;
-        true
     }
 }

@@ -384,7 +384,7 @@ fn unknown_host_key_is_refused() {
 fn key_not_authorized_fails_and_second_identity_succeeds() {
     let stranger = Ed25519Key::from_seed(&[77; 32]);
     let (mut c, s) = Pair::default_configs();
-    c.identities = vec![stranger.clone()];
+    c.identities = vec![stranger.clone().into()];
     let mut pair = Pair::new(c, s);
     pair.run();
     assert_eq!(
@@ -394,7 +394,7 @@ fn key_not_authorized_fails_and_second_identity_succeeds() {
         })
     );
     let (mut c, s) = Pair::default_configs();
-    c.identities = vec![stranger, user_key()];
+    c.identities = vec![stranger.into(), user_key().into()];
     let mut pair = Pair::new(c, s);
     pair.run();
     assert!(pair.client.is_authenticated());
@@ -409,4 +409,33 @@ fn login_grace_time_disconnects_idle_unauthenticated_client() {
     pair.now += Duration::from_secs(31);
     let err = pair.server.handle_timeout(pair.now).unwrap_err();
     assert_eq!(err, Error::LoginGraceExpired);
+}
+
+#[test]
+fn external_key_is_offered_first_then_signed_on_request() {
+    // An "agent" holds the user key; a stranger's agent key comes first and is not accepted.
+    let stranger = Ed25519Key::from_seed(&[78; 32]);
+    let (mut c, s) = Pair::default_configs();
+    c.identities = vec![
+        crate::Identity::External(stranger.public()),
+        crate::Identity::External(user_key().public()),
+    ];
+    let mut pair = Pair::new(c, s);
+    pair.agent = vec![stranger, user_key()];
+    pair.run();
+    assert!(pair.client.is_authenticated(), "{:?}", pair.client_error);
+    // Only the accepted key was asked to sign: the stranger's was refused at the query.
+    assert_eq!(pair.signatures_made, vec![user_key().public()]);
+    // A declined signature moves on and, with nothing left, fails cleanly.
+    let (mut c, s) = Pair::default_configs();
+    c.identities = vec![crate::Identity::External(user_key().public())];
+    let mut pair = Pair::new(c, s);
+    pair.agent = vec![];
+    pair.run();
+    assert_eq!(
+        pair.client_error,
+        Some(Error::AuthFailed {
+            methods: "publickey".into()
+        })
+    );
 }

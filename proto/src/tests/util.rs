@@ -29,6 +29,10 @@ pub struct Pair {
     pub accept_channels: bool,
     pub client_error: Option<Error>,
     pub server_error: Option<Error>,
+    /// Keys the client's "agent" holds, for `Event::SignRequest`.
+    pub agent: Vec<Ed25519Key>,
+    /// Keys the agent was asked to sign with.
+    pub signatures_made: Vec<PublicKey>,
     /// Bytes in flight, so tests can tamper with them.
     pub to_server: Vec<u8>,
     pub to_client: Vec<u8>,
@@ -47,6 +51,8 @@ impl Pair {
             trusted_host_key,
             authorized: vec![user_key().public()],
             accept_channels: true,
+            agent: Vec::new(),
+            signatures_made: Vec::new(),
             client_error: None,
             server_error: None,
             to_server: Vec::new(),
@@ -95,6 +101,16 @@ impl Pair {
                 Event::VerifyHostKey(key) => {
                     let ok = key == self.trusted_host_key;
                     if let Err(e) = self.client.host_key_verdict(ok, self.now) {
+                        self.client_error = Some(e);
+                    }
+                }
+                Event::SignRequest { key, data } => {
+                    let signer = self.agent.iter().find(|k| k.public() == key);
+                    let sig = signer.map(|k| k.sign_blob(&data));
+                    if sig.is_some() {
+                        self.signatures_made.push(key);
+                    }
+                    if let Err(e) = self.client.sign_response(sig, self.now) {
                         self.client_error = Some(e);
                     }
                 }
