@@ -35,6 +35,9 @@ enum Command {
     Down { link: String },
     /// Re-read the configuration file; unchanged links keep their connections.
     Reload,
+    /// Add or remove a forward on a running link (like `ssh -O forward` / `-O cancel`).
+    #[command(subcommand)]
+    Forward(ForwardCommand),
     /// Run one program with its proxy environment pointed at the link's SOCKS port.
     Exec {
         link: String,
@@ -43,6 +46,20 @@ enum Command {
     },
     /// Print a shell completion script (bash, zsh, fish, …).
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+enum ForwardCommand {
+    /// socks LISTEN | local LISTEN HOST:PORT | remote LISTEN HOST:PORT
+    Add {
+        link: String,
+        #[arg(value_parser = ["socks", "local", "remote"])]
+        kind: String,
+        listen: String,
+        connect: Option<String>,
+    },
+    /// Remove the forward listening on LISTEN.
+    Remove { link: String, listen: String },
 }
 
 fn default_socket() -> PathBuf {
@@ -130,6 +147,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Command::Up { link } => Request::Up { link: link.clone() },
         Command::Down { link } => Request::Down { link: link.clone() },
         Command::Reload => Request::Reload,
+        Command::Forward(ForwardCommand::Add {
+            link,
+            kind,
+            listen,
+            connect,
+        }) => Request::ForwardAdd {
+            link: link.clone(),
+            kind: kind.clone(),
+            listen: listen.clone(),
+            connect: connect.clone(),
+        },
+        Command::Forward(ForwardCommand::Remove { link, listen }) => Request::ForwardRemove {
+            link: link.clone(),
+            listen: listen.clone(),
+        },
     };
     let response = Client::connect(&socket)?.call(&request)?;
     if args.json {

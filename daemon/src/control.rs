@@ -124,6 +124,28 @@ async fn handle(request: Request, daemon: &Mutex<Daemon>) -> Response {
             },
             Err(message) => Response::Error { message },
         },
+        Request::ForwardAdd {
+            link,
+            kind,
+            listen,
+            connect,
+        } => {
+            match daemon
+                .lock()
+                .await
+                .forward_add(&link, &kind, &listen, connect.as_deref())
+                .await
+            {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            }
+        }
+        Request::ForwardRemove { link, listen } => {
+            match daemon.lock().await.forward_remove(&link, &listen).await {
+                Ok(message) => Response::Ok { message },
+                Err(message) => Response::Error { message },
+            }
+        }
         Request::Reload => match daemon.lock().await.reload().await {
             Ok(s) => Response::Ok {
                 message: format!(

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, LinkConfig};
-use crate::link::{Link, LinkCmd, LinkStatus};
+use crate::config::{Config, ForwardConfig, LinkConfig, RemoteForwardConfig, SocksConfig};
+use crate::link::{Link, LinkCmd, LinkStatus, Listener};
 
 #[derive(Debug)]
 pub struct Daemon {
@@ -116,6 +116,62 @@ impl Daemon {
             .ok_or_else(|| format!("no link named {name:?}"))?;
         link.command(cmd).await;
         Ok(())
+    }
+
+    /// Adds a forward to a running link.
+    pub async fn forward_add(
+        &mut self,
+        link: &str,
+        kind: &str,
+        listen: &str,
+        connect: Option<&str>,
+    ) -> Result<String, String> {
+        let l = self
+            .links
+            .get_mut(link)
+            .ok_or_else(|| format!("no link named {link:?}"))?;
+        let need_connect =
+            || connect.ok_or_else(|| format!("a {kind} forward needs a connect address"));
+        match kind {
+            "socks" => {
+                let listen = listen.parse()?;
+                l.add_listener(Listener::Socks(SocksConfig {
+                    listen,
+                    username: None,
+                    password: None,
+                }))
+                .await?;
+            }
+            "local" => {
+                let forward = ForwardConfig {
+                    listen: listen.parse()?,
+                    connect: need_connect()?.parse()?,
+                };
+                l.add_listener(Listener::Local(forward)).await?;
+            }
+            "remote" => {
+                let forward = RemoteForwardConfig {
+                    listen: listen.parse()?,
+                    connect: need_connect()?.parse()?,
+                };
+                l.add_remote(forward).await?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown forward kind {other:?} (socks, local or remote)"
+                ));
+            }
+        }
+        Ok(format!("link {link}: {kind} forward on {listen} added"))
+    }
+
+    pub async fn forward_remove(&mut self, link: &str, listen: &str) -> Result<String, String> {
+        let l = self
+            .links
+            .get_mut(link)
+            .ok_or_else(|| format!("no link named {link:?}"))?;
+        l.remove_forward(listen).await?;
+        Ok(format!("link {link}: forward on {listen} removed"))
     }
 
     /// Re-reads the configuration file. A broken file changes nothing. Unchanged links keep

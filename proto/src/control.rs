@@ -13,11 +13,31 @@ pub const MAX_LINE: usize = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum Request {
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+    },
     Status,
-    Up { link: String },
-    Down { link: String },
+    Up {
+        link: String,
+    },
+    Down {
+        link: String,
+    },
     Reload,
+    /// Adds a forward to a running link (until the link's configuration is reloaded with a
+    /// change, or the daemon restarts). `kind` is socks, local or remote; `connect` is
+    /// ignored for socks.
+    ForwardAdd {
+        link: String,
+        kind: String,
+        listen: String,
+        connect: Option<String>,
+    },
+    /// Removes the forward listening on `listen`.
+    ForwardRemove {
+        link: String,
+        listen: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

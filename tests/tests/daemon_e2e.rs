@@ -472,3 +472,106 @@ async fn identity_from_ssh_agent_and_passphrase_file() {
     d.wait_link("agent", "up", UP).await;
     d.wait_link("locked", "up", UP).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_added_and_removed_at_runtime() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let d = Daemon::start(
+        &dir,
+        "client",
+        &link_to(
+            "one",
+            sshd.port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line()),
+        ),
+    )
+    .await;
+    d.wait_link("one", "up", UP).await;
+    let (socks, local, remote) = (free_port(), free_port(), free_port());
+    let target = format!("127.0.0.1:{}", echo.port);
+    for args in [
+        vec![
+            "forward",
+            "add",
+            "one",
+            "socks",
+            &format!("127.0.0.1:{socks}"),
+        ],
+        vec![
+            "forward",
+            "add",
+            "one",
+            "local",
+            &format!("127.0.0.1:{local}"),
+            &target,
+        ],
+        vec![
+            "forward",
+            "add",
+            "one",
+            "remote",
+            &format!("127.0.0.1:{remote}"),
+            &target,
+        ],
+    ] {
+        let (ok, out, err) = d
+            .ctl(&args.iter().map(|s| s.as_ref()).collect::<Vec<&str>>())
+            .await;
+        assert!(ok, "{args:?}: {out}{err}");
+    }
+    let s = socks5_connect(loopback(socks), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    transfer_echo(loopback(local), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    transfer_echo(loopback(remote), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        d.link("one")
+            .await
+            .forwards
+            .iter()
+            .filter(|f| f.state == "active")
+            .count(),
+        3
+    );
+    // A duplicate is refused with a one-line error.
+    let (ok, _, err) = d
+        .ctl(&[
+            "forward",
+            "add",
+            "one",
+            "socks",
+            &format!("127.0.0.1:{socks}"),
+        ])
+        .await;
+    assert!(!ok && err.contains("in use"), "{err}");
+    for listen in [format!("127.0.0.1:{local}"), format!("127.0.0.1:{remote}")] {
+        let (ok, out, err) = d.ctl(&["forward", "remove", "one", &listen]).await;
+        assert!(ok, "{out}{err}");
+    }
+    assert!(
+        tokio::net::TcpStream::connect(loopback(local))
+            .await
+            .is_err(),
+        "local listener closed"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(loopback(remote))
+            .await
+            .is_err(),
+        "sshd stopped listening after cancel"
+    );
+    assert_eq!(d.link("one").await.forwards.len(), 1);
+}

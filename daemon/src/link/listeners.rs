@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 
 use sshvpn_proto::ChannelKind;
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use super::{ForwardState, LinkRef, LinkStatus, OUTAGE_WAIT};
+use super::status::ForwardStatus;
+use super::{ForwardState, LinkRef, OUTAGE_WAIT};
 use crate::config::{Endpoint, ForwardConfig, LinkConfig, SocksConfig};
 use crate::driver::{OpenError, splice};
 use crate::socks::{self, SocksAuth};
@@ -17,46 +17,57 @@ use crate::socks::{self, SocksAuth};
 /// Connections one SOCKS listener serves at once.
 const MAX_SOCKS_CONNECTIONS: usize = 4096;
 
-/// Binds every listener of the link; a listener that cannot be bound is marked failed in the
-/// status (with the reason) and the others still start.
-pub async fn bind_all(
-    config: &LinkConfig,
-    link: &LinkRef,
-    status: &watch::Sender<LinkStatus>,
-) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
-    let mut index = 0;
-    for s in &config.socks {
-        let result = bind_socks(s, link.clone()).await;
-        record(status, index, &result);
-        tasks.extend(result.ok());
-        index += 1;
-    }
-    for f in &config.forward {
-        let result = bind_forward(f, link.clone()).await;
-        record(status, index, &result);
-        tasks.extend(result.ok());
-        index += 1;
-    }
-    tasks
+/// One local listener: a SOCKS port or a local forward.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    Socks(SocksConfig),
+    Local(ForwardConfig),
 }
 
-fn record(
-    status: &watch::Sender<LinkStatus>,
-    index: usize,
-    result: &Result<JoinHandle<()>, String>,
-) {
-    if let Err(e) = result {
-        tracing::error!(error = %e, "listener not started");
-    }
-    status.send_modify(|s| {
-        if let Some(l) = s.listeners.get_mut(index) {
-            l.state = match result {
-                Ok(_) => ForwardState::Active,
-                Err(e) => ForwardState::Failed(e.clone()),
-            };
+impl Listener {
+    pub fn listen(&self) -> String {
+        match self {
+            Listener::Socks(s) => s.listen.0.to_string(),
+            Listener::Local(f) => f.listen.to_string(),
         }
-    });
+    }
+
+    pub fn status(&self) -> ForwardStatus {
+        match self {
+            Listener::Socks(s) => ForwardStatus::socks(s),
+            Listener::Local(f) => ForwardStatus::local(f),
+        }
+    }
+
+    /// Binds the listener; its connections use the link's current connection.
+    pub async fn bind(&self, link: LinkRef) -> Result<JoinHandle<()>, String> {
+        match self {
+            Listener::Socks(s) => bind_socks(s, link).await,
+            Listener::Local(f) => bind_forward(f, link).await,
+        }
+    }
+}
+
+/// Every listener the configuration names, in status order.
+pub fn configured(config: &LinkConfig) -> Vec<Listener> {
+    config
+        .socks
+        .iter()
+        .cloned()
+        .map(Listener::Socks)
+        .chain(config.forward.iter().cloned().map(Listener::Local))
+        .collect()
+}
+
+/// The state a bind attempt leaves in the status.
+pub fn state_of(result: &Result<JoinHandle<()>, String>) -> ForwardState {
+    match result {
+        Ok(_) => ForwardState::Active,
+        Err(e) => {
+            tracing::error!(error = %e, "listener not started");
+            ForwardState::Failed(e.clone())
+        }
+    }
 }
 
 async fn bind_socks(config: &SocksConfig, link: LinkRef) -> Result<JoinHandle<()>, String> {

@@ -16,10 +16,11 @@ use std::time::{Duration, SystemTime};
 
 use sshvpn_proto::keys::load_private_key_file;
 use sshvpn_proto::{ClientConfig, Ed25519Key, GlobalRequest, Identity};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::LinkConfig;
+use crate::config::{HostPort, LinkConfig, RemoteForwardConfig};
 use crate::driver::Handle;
+pub use listeners::Listener;
 pub use status::{ForwardState, LinkPhase, LinkStatus};
 pub use trust::LinkTrust;
 
@@ -53,24 +54,33 @@ impl LinkRef {
 }
 
 /// Commands to a link's supervisor.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum LinkCmd {
     /// Connect now (also: retry now while backing off).
     Up,
     /// Disconnect and stay down until `Up`.
     Down,
+    /// Add a remote forward; requested now if the link is up, and after every reconnect.
+    AddRemote(RemoteForwardConfig, oneshot::Sender<Result<(), String>>),
+    /// Cancel the remote forward listening on this address.
+    RemoveRemote(HostPort, oneshot::Sender<Result<(), String>>),
 }
 
 /// A running link: its supervisor task and the ways to reach it.
+///
+/// The supervisor writes the connection-related parts of the status; the `Link` itself writes
+/// only the listener entries, which it owns (listeners are bound and unbound here).
 #[derive(Debug)]
 pub struct Link {
     pub name: String,
     pub config: LinkConfig,
     pub status: watch::Receiver<LinkStatus>,
     pub link_ref: LinkRef,
+    status_tx: watch::Sender<LinkStatus>,
     cmds: mpsc::Sender<LinkCmd>,
     task: tokio::task::JoinHandle<()>,
-    listeners: Vec<tokio::task::JoinHandle<()>>,
+    /// Bound listeners, in the order of `status.listeners`; `None` where binding failed.
+    listeners: Vec<(Listener, Option<tokio::task::JoinHandle<()>>)>,
 }
 
 impl Link {
@@ -85,19 +95,28 @@ impl Link {
             current: current_rx,
         };
         let span = tracing::info_span!("link", link = %name);
-        let listeners = tracing::Instrument::instrument(
-            listeners::bind_all(&config, &link_ref, &status_tx),
-            span.clone(),
-        )
-        .await;
+        let mut bound = Vec::new();
+        for (i, listener) in listeners::configured(&config).into_iter().enumerate() {
+            let result =
+                tracing::Instrument::instrument(listener.bind(link_ref.clone()), span.clone())
+                    .await;
+            let state = listeners::state_of(&result);
+            status_tx.send_modify(|s| {
+                if let Some(l) = s.listeners.get_mut(i) {
+                    l.state = state;
+                }
+            });
+            bound.push((listener, result.ok()));
+        }
         let supervisor = Supervisor {
             config: config.clone(),
             state_dir,
-            status: status_tx,
+            status: status_tx.clone(),
             current: current_tx,
             cmds: cmd_rx,
             enabled: config.enabled,
             attempt: 0,
+            remote: Arc::new(remote::RemoteForwards::new(&config)),
         };
         let task = tokio::spawn(tracing::Instrument::instrument(supervisor.run(), span));
         Link {
@@ -105,14 +124,72 @@ impl Link {
             config,
             status: status_rx,
             link_ref,
+            status_tx,
             cmds: cmd_tx,
             task,
-            listeners,
+            listeners: bound,
         }
     }
 
     pub async fn command(&self, cmd: LinkCmd) {
         let _ = self.cmds.send(cmd).await;
+    }
+
+    /// Adds a SOCKS port or a local forward now (not written to the configuration file).
+    pub async fn add_listener(&mut self, listener: Listener) -> Result<(), String> {
+        if self
+            .listeners
+            .iter()
+            .any(|(l, _)| l.listen() == listener.listen())
+        {
+            return Err(format!(
+                "{} is in use by this link already",
+                listener.listen()
+            ));
+        }
+        let task = listener.bind(self.link_ref.clone()).await?;
+        let mut st = listener.status();
+        st.state = ForwardState::Active;
+        self.status_tx.send_modify(|s| s.listeners.push(st));
+        self.listeners.push((listener, Some(task)));
+        Ok(())
+    }
+
+    /// Adds a remote forward now; the supervisor asks the server for it when connected.
+    pub async fn add_remote(&self, rf: RemoteForwardConfig) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(LinkCmd::AddRemote(rf, tx))
+            .await
+            .map_err(|_| "the link has stopped".to_owned())?;
+        rx.await.map_err(|_| "the link has stopped".to_owned())?
+    }
+
+    /// Removes the local listener or remote forward that listens on `listen`.
+    pub async fn remove_forward(&mut self, listen: &str) -> Result<(), String> {
+        if let Some(i) = self
+            .listeners
+            .iter()
+            .position(|(l, _)| l.listen() == listen)
+        {
+            let (_, task) = self.listeners.remove(i);
+            if let Some(task) = task {
+                task.abort();
+            }
+            self.status_tx.send_modify(|s| {
+                if i < s.listeners.len() {
+                    s.listeners.remove(i);
+                }
+            });
+            return Ok(());
+        }
+        let hp: HostPort = listen.parse()?;
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(LinkCmd::RemoveRemote(hp, tx))
+            .await
+            .map_err(|_| "the link has stopped".to_owned())?;
+        rx.await.map_err(|_| "the link has stopped".to_owned())?
     }
 
     /// Stops the supervisor, closing the connection with a DISCONNECT.
@@ -124,8 +201,10 @@ impl Link {
                 .await;
         }
         self.task.abort();
-        for l in &self.listeners {
-            l.abort();
+        for (_, task) in &self.listeners {
+            if let Some(task) = task {
+                task.abort();
+            }
         }
         let _ = self.task.await;
     }
@@ -144,6 +223,7 @@ struct Supervisor {
     cmds: mpsc::Receiver<LinkCmd>,
     enabled: bool,
     attempt: u32,
+    remote: Arc<remote::RemoteForwards>,
 }
 
 /// Why one connection attempt or connection ended.
@@ -164,9 +244,9 @@ impl Supervisor {
                 if self.status.borrow().phase != LinkPhase::Failed {
                     self.set_phase(LinkPhase::Down);
                 }
-                match self.cmds.recv().await {
+                match self.next_control(None).await {
                     Some(LinkCmd::Up) => self.enabled = true,
-                    Some(LinkCmd::Down) => continue,
+                    Some(_) => continue,
                     None => return,
                 }
             }
@@ -201,9 +281,9 @@ impl Supervisor {
                     self.set_phase(LinkPhase::BackingOff);
                     tokio::select! {
                         () = tokio::time::sleep(delay) => {}
-                        cmd = self.cmds.recv() => match cmd {
+                        cmd = self.next_control(None) => match cmd {
                             Some(LinkCmd::Up) => self.attempt = 0,
-                            Some(LinkCmd::Down) => self.enabled = false,
+                            Some(_) => self.enabled = false,
                             None => return,
                         },
                     }
@@ -308,7 +388,7 @@ impl Supervisor {
         };
         let outcome = tokio::select! {
             r = tokio::time::timeout(HANDSHAKE_TIMEOUT, connecting) => r,
-            cmd = self.cmds.recv() => return match cmd {
+            cmd = self.next_control(None) => return match cmd {
                 Some(LinkCmd::Up) => Ended::Retry("restarted on request".into()),
                 _ => Ended::Down,
             },
@@ -336,8 +416,7 @@ impl Supervisor {
             s.last_error = None;
         });
         let _ = self.current.send(Some(handle.clone()));
-        let remote = Arc::new(remote::RemoteForwards::new(&self.config));
-        let serving = tokio::spawn(remote::serve(remote.clone(), incoming));
+        let serving = tokio::spawn(remote::serve(self.remote.clone(), incoming));
         self.request_remote_forwards(&handle).await;
         // "up" once the remote forwards have their answers, so status never shows a
         // half-set-up link as up.
@@ -347,7 +426,7 @@ impl Supervisor {
                 Ok(Err(e)) => Ended::Retry(e.to_string()),
                 _ => Ended::Retry("connection ended".into()),
             },
-            cmd = self.cmds.recv() => {
+            cmd = self.next_control(Some(&handle)) => {
                 handle.disconnect(match cmd { Some(LinkCmd::Up) => "restarting", _ => "link taken down" }).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut task).await;
                 match cmd { Some(LinkCmd::Up) => Ended::Retry("restarted on request".into()), _ => Ended::Down }
@@ -358,27 +437,102 @@ impl Supervisor {
         ended
     }
 
-    async fn request_remote_forwards(&self, handle: &Handle) {
-        for (i, rf) in self.config.remote_forward.iter().enumerate() {
-            let request = GlobalRequest::TcpipForward {
-                address: rf.listen.host.clone(),
-                port: u32::from(rf.listen.port),
-            };
-            let state = match handle.global_request(request).await {
-                Ok(_) => ForwardState::Active,
-                Err(_) => {
-                    ForwardState::Failed(format!("the server refused to listen on {}", rf.listen))
+    /// Waits for an Up or Down command, applying forward changes as they come (and, when
+    /// connected, asking the server for them at once).
+    async fn next_control(&mut self, handle: Option<&Handle>) -> Option<LinkCmd> {
+        loop {
+            match self.cmds.recv().await? {
+                LinkCmd::AddRemote(rf, reply) => {
+                    if self
+                        .config
+                        .remote_forward
+                        .iter()
+                        .any(|f| f.listen == rf.listen)
+                    {
+                        let _ = reply.send(Err(format!(
+                            "a remote forward on {} exists already",
+                            rf.listen
+                        )));
+                        continue;
+                    }
+                    self.remote.add(&rf);
+                    self.status.send_modify(|s| {
+                        s.remote_forwards.push(status::ForwardStatus::remote(&rf))
+                    });
+                    self.config.remote_forward.push(rf);
+                    let result = match handle {
+                        Some(h) => {
+                            self.request_remote_forward(h, self.config.remote_forward.len() - 1)
+                                .await
+                        }
+                        None => Ok(()),
+                    };
+                    let _ = reply.send(result);
                 }
-            };
-            if let ForwardState::Failed(why) = &state {
-                tracing::warn!(forward = %rf.listen, %why, "remote forward not set up");
+                LinkCmd::RemoveRemote(listen, reply) => {
+                    let Some(i) = self
+                        .config
+                        .remote_forward
+                        .iter()
+                        .position(|f| f.listen == listen)
+                    else {
+                        let _ = reply.send(Err(format!("no remote forward on {listen}")));
+                        continue;
+                    };
+                    self.config.remote_forward.remove(i);
+                    self.remote.remove(&listen);
+                    self.status.send_modify(|s| {
+                        if i < s.remote_forwards.len() {
+                            s.remote_forwards.remove(i);
+                        }
+                    });
+                    if let Some(h) = handle {
+                        let cancel = GlobalRequest::CancelTcpipForward {
+                            address: listen.host.clone(),
+                            port: u32::from(listen.port),
+                        };
+                        let _ = h.global_request(cancel).await;
+                    }
+                    let _ = reply.send(Ok(()));
+                }
+                cmd => return Some(cmd),
             }
-            self.status.send_modify(|s| {
-                if let Some(f) = s.remote_forwards.get_mut(i) {
-                    f.state = state;
-                }
-            });
         }
+    }
+
+    async fn request_remote_forwards(&self, handle: &Handle) {
+        for i in 0..self.config.remote_forward.len() {
+            let _ = self.request_remote_forward(handle, i).await;
+        }
+    }
+
+    async fn request_remote_forward(&self, handle: &Handle, i: usize) -> Result<(), String> {
+        let Some(rf) = self.config.remote_forward.get(i) else {
+            return Ok(());
+        };
+        let request = GlobalRequest::TcpipForward {
+            address: rf.listen.host.clone(),
+            port: u32::from(rf.listen.port),
+        };
+        let state = match handle.global_request(request).await {
+            Ok(_) => ForwardState::Active,
+            Err(_) => {
+                ForwardState::Failed(format!("the server refused to listen on {}", rf.listen))
+            }
+        };
+        if let ForwardState::Failed(why) = &state {
+            tracing::warn!(forward = %rf.listen, %why, "remote forward not set up");
+        }
+        let result = match &state {
+            ForwardState::Failed(why) => Err(why.clone()),
+            _ => Ok(()),
+        };
+        self.status.send_modify(|s| {
+            if let Some(f) = s.remote_forwards.get_mut(i) {
+                f.state = state;
+            }
+        });
+        result
     }
 }
 

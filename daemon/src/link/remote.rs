@@ -2,43 +2,54 @@
 //! for connections on the ports it listens on for us, and we connect them to the configured
 //! local targets. Anything else the server tries to open is refused.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::{ChannelKind, OpenFailure};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use crate::config::{HostPort, LinkConfig};
+use crate::config::{HostPort, LinkConfig, RemoteForwardConfig};
 use crate::driver::{Incoming, splice};
 
-#[derive(Debug)]
+/// Where each remote forward's connections go. Shared by the supervisor (which adds and
+/// removes entries at runtime) and the task serving the server's channel opens.
+#[derive(Debug, Default)]
 pub struct RemoteForwards {
-    /// (address the server listens on, port, where to connect).
-    entries: Vec<(String, u16, HostPort)>,
+    entries: Mutex<Vec<RemoteForwardConfig>>,
 }
 
 impl RemoteForwards {
     pub fn new(config: &LinkConfig) -> Self {
         Self {
-            entries: config
-                .remote_forward
-                .iter()
-                .map(|f| (f.listen.host.clone(), f.listen.port, f.connect.clone()))
-                .collect(),
+            entries: Mutex::new(config.remote_forward.clone()),
         }
     }
 
-    fn target(&self, address: &str, port: u32) -> Option<&HostPort> {
-        let by_port: Vec<_> = self
-            .entries
+    pub fn add(&self, rf: &RemoteForwardConfig) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.push(rf.clone());
+        }
+    }
+
+    pub fn remove(&self, listen: &HostPort) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.retain(|f| f.listen != *listen);
+        }
+    }
+
+    /// The target for a connection the server accepted on `address:port`: an exact match
+    /// first, else any forward on that port (the server may report the address differently).
+    fn target(&self, address: &str, port: u32) -> Option<HostPort> {
+        let entries = self.entries.lock().ok()?;
+        let by_port: Vec<&RemoteForwardConfig> = entries
             .iter()
-            .filter(|(_, p, _)| u32::from(*p) == port)
+            .filter(|f| u32::from(f.listen.port) == port)
             .collect();
         by_port
             .iter()
-            .find(|(a, _, _)| a == address)
+            .find(|f| f.listen.host == address)
             .or(by_port.first())
-            .map(|(_, _, t)| t)
+            .map(|f| f.connect.clone())
     }
 }
 
@@ -54,7 +65,7 @@ pub async fn serve(forwards: Arc<RemoteForwards>, mut incoming: mpsc::Receiver<I
                     .await;
                     continue;
                 };
-                let Some(target) = forwards.target(address, *port).cloned() else {
+                let Some(target) = forwards.target(address, *port) else {
                     ch.reject(
                         OpenFailure::ADMINISTRATIVELY_PROHIBITED,
                         "no such remote forward",

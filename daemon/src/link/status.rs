@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use crate::config::LinkConfig;
+use crate::config::{ForwardConfig, LinkConfig, RemoteForwardConfig, SocksConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkPhase {
@@ -48,6 +48,35 @@ pub struct ForwardStatus {
     pub state: ForwardState,
 }
 
+impl ForwardStatus {
+    pub fn socks(s: &SocksConfig) -> Self {
+        Self {
+            kind: "socks",
+            listen: s.listen.0.to_string(),
+            connect: "*".into(),
+            state: ForwardState::Pending,
+        }
+    }
+
+    pub fn local(f: &ForwardConfig) -> Self {
+        Self {
+            kind: "local",
+            listen: f.listen.to_string(),
+            connect: f.connect.to_string(),
+            state: ForwardState::Pending,
+        }
+    }
+
+    pub fn remote(f: &RemoteForwardConfig) -> Self {
+        Self {
+            kind: "remote",
+            listen: f.listen.to_string(),
+            connect: f.connect.to_string(),
+            state: ForwardState::Pending,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LinkStatus {
     pub name: String,
@@ -64,31 +93,13 @@ pub struct LinkStatus {
 
 impl LinkStatus {
     pub fn new(config: &LinkConfig) -> Self {
-        let mut listeners: Vec<ForwardStatus> = config
-            .socks
-            .iter()
-            .map(|s| ForwardStatus {
-                kind: "socks",
-                listen: s.listen.0.to_string(),
-                connect: "*".into(),
-                state: ForwardState::Pending,
-            })
-            .collect();
-        listeners.extend(config.forward.iter().map(|f| ForwardStatus {
-            kind: "local",
-            listen: f.listen.to_string(),
-            connect: f.connect.to_string(),
-            state: ForwardState::Pending,
-        }));
+        let mut listeners: Vec<ForwardStatus> =
+            config.socks.iter().map(ForwardStatus::socks).collect();
+        listeners.extend(config.forward.iter().map(ForwardStatus::local));
         let remote_forwards = config
             .remote_forward
             .iter()
-            .map(|f| ForwardStatus {
-                kind: "remote",
-                listen: f.listen.to_string(),
-                connect: f.connect.to_string(),
-                state: ForwardState::Pending,
-            })
+            .map(ForwardStatus::remote)
             .collect();
         Self {
             name: config.name().to_owned(),
