@@ -67,8 +67,18 @@ pub fn status(links: &[LinkInfo]) -> String {
             bytes(l.bytes_received)
         ));
         if let Some(fp) = &l.server_host_key {
+            let kinds: Vec<String> = l
+                .channels_by_kind
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let kinds = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", kinds.join(", "))
+            };
             out.push_str(&format!(
-                "  host key {fp}  kex {}  channels {}\n",
+                "  host key {fp}  kex {}  channels {}{kinds}\n",
                 l.kex.as_deref().unwrap_or("-"),
                 l.channels
             ));

@@ -213,6 +213,11 @@ async fn status(daemon: &Daemon) -> Vec<LinkInfo> {
             info.packets_sent = c.stats.packets_sent;
             info.packets_received = c.stats.packets_received;
             info.channels = c.channels as u64;
+            info.channels_by_kind = c
+                .channels_by_kind
+                .into_iter()
+                .map(|(k, v)| (k, v as u64))
+                .collect();
         }
         out.push(info);
     }

@@ -231,6 +231,17 @@ impl Connection {
         self.channels.len()
     }
 
+    /// Open channels counted by type name ("direct-tcpip", "tun@openssh.com", …).
+    pub fn channel_counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for id in self.channels.ids() {
+            if let Some(kind) = self.channels.kind(id) {
+                *counts.entry(kind.type_name()).or_insert(0) += 1;
+            }
+        }
+        counts
+    }
+
     pub fn channel_kind(&self, id: ChannelId) -> Option<&ChannelKind> {
         self.channels.kind(id)
     }

@@ -67,6 +67,9 @@ pub struct LinkInfo {
     pub packets_sent: u64,
     pub packets_received: u64,
     pub channels: u64,
+    /// Open channels by type: "direct-tcpip", "forwarded-tcpip", "tun@openssh.com".
+    #[serde(default)]
+    pub channels_by_kind: std::collections::BTreeMap<String, u64>,
     pub last_error: Option<String>,
     /// Unix time (seconds) of the next connection attempt while backing off.
     pub next_retry: Option<u64>,

@@ -575,3 +575,120 @@ async fn forwards_added_and_removed_at_runtime() {
     );
     assert_eq!(d.link("one").await.forwards.len(), 1);
 }
+
+/// A SOCKS5 CONNECT with username/password, by hand: returns the reply code and the stream.
+async fn socks5_auth(
+    proxy: u16,
+    user: &str,
+    pass: &str,
+    atyp_addr: &[u8],
+    port: u16,
+) -> (u8, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(loopback(proxy))
+        .await
+        .unwrap();
+    s.write_all(&[5, 1, 2]).await.unwrap();
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).await.unwrap();
+    assert_eq!(m, [5, 2], "proxy must ask for username/password");
+    let mut auth = vec![1, user.len() as u8];
+    auth.extend_from_slice(user.as_bytes());
+    auth.push(pass.len() as u8);
+    auth.extend_from_slice(pass.as_bytes());
+    s.write_all(&auth).await.unwrap();
+    let mut a = [0u8; 2];
+    s.read_exact(&mut a).await.unwrap();
+    if a[1] != 0 {
+        return (0xff, s);
+    }
+    let mut req = vec![5, 1, 0];
+    req.extend_from_slice(atyp_addr);
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).await.unwrap();
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply[..4]).await.unwrap();
+    let rest = match reply[3] {
+        1 => 6,
+        4 => 18,
+        _ => 0,
+    };
+    let mut tail = vec![0u8; rest];
+    s.read_exact(&mut tail).await.unwrap();
+    (reply[1], s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socks_auth_ipv6_and_failure_codes_through_the_daemon() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TestDir::new();
+    // The far end is another sshvpnd (a site link): it connects out over IPv6 too.
+    let key = dir.keygen("client").await;
+    std::fs::write(
+        dir.path().join("authorized_keys"),
+        format!("{}\n", key.public_line),
+    )
+    .unwrap();
+    let server_port = free_port();
+    let _server = Daemon::start(
+        &dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{server_port}\"]\nauthorized_keys = \"{}\"\n",
+            dir.path().join("authorized_keys").display()
+        ),
+    )
+    .await;
+    // An echo service on IPv6 loopback.
+    let v6 = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let v6_port = v6.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = v6.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = c.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let socks = free_port();
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{socks}\"\nusername = \"alice\"\npassword = \"s3cret\"\n",
+        link_to("one", server_port, &key, "trust_on_first_use = true")
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    d.wait_link("one", "up", UP).await;
+
+    let mut v6_addr = vec![4u8];
+    v6_addr.extend_from_slice(&std::net::Ipv6Addr::LOCALHOST.octets());
+    let (code, mut s) = socks5_auth(socks, "alice", "s3cret", &v6_addr, v6_port).await;
+    assert_eq!(code, 0, "CONNECT to [::1] through the link");
+    s.write_all(b"over ipv6").await.unwrap();
+    let mut buf = [0u8; 9];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"over ipv6");
+    // While it is open, status counts it by kind.
+    let info = d.link("one").await;
+    assert_eq!(
+        info.channels_by_kind.get("direct-tcpip"),
+        Some(&1),
+        "{info:?}"
+    );
+
+    let (code, _) = socks5_auth(socks, "alice", "wrong", &v6_addr, v6_port).await;
+    assert_eq!(code, 0xff, "a wrong password is refused");
+
+    // Nothing listens there: the server's "Connection refused" becomes reply 5.
+    let closed = free_port();
+    let (code, _) = socks5_auth(socks, "alice", "s3cret", &[1, 127, 0, 0, 1], closed).await;
+    assert_eq!(code, 5, "connection refused");
+    // A name that does not resolve on the far side: host unreachable (4) or general failure (1).
+    let name = b"no-such-host.invalid";
+    let mut dom = vec![3u8, name.len() as u8];
+    dom.extend_from_slice(name);
+    let (code, _) = socks5_auth(socks, "alice", "s3cret", &dom, 80).await;
+    assert!(
+        code == 4 || code == 1,
+        "unresolvable name gave reply {code}"
+    );
+    assert_eq!(d.link("one").await.state, "up");
+}

@@ -179,6 +179,7 @@ pub struct ConnectionInfo {
     pub kex: Option<String>,
     pub peer_ident: Option<String>,
     pub channels: usize,
+    pub channels_by_kind: std::collections::BTreeMap<String, usize>,
     pub rtt: Option<std::time::Duration>,
     /// The server's host key fingerprint (client), or ours (server).
     pub host_key: Option<String>,
@@ -450,6 +451,12 @@ impl Driver {
                     kex: n.map(|n| n.kex.name().to_owned()),
                     peer_ident: self.conn.peer_ident().map(str::to_owned),
                     channels: self.conn.channel_count(),
+                    channels_by_kind: self
+                        .conn
+                        .channel_counts()
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
                     rtt: self.rtt,
                     host_key: self.conn.host_key().map(PublicKey::fingerprint),
                 });
