@@ -692,3 +692,51 @@ async fn socks_auth_ipv6_and_failure_codes_through_the_daemon() {
     );
     assert_eq!(d.link("one").await.state, "up");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sets_the_proxy_and_unix_socket_forwards_work() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let socks = free_port();
+    let unix = dir.path().join("fwd.sock");
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{socks}\"\n\n[[link.forward]]\nlisten = \"{}\"\nconnect = \"127.0.0.1:{}\"\n",
+        link_to(
+            "one",
+            sshd.port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line())
+        ),
+        unix.display(),
+        echo.port
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    d.wait_link("one", "up", UP).await;
+
+    let (ok, out, err) = d
+        .ctl(&[
+            "exec",
+            "one",
+            "--",
+            "sh",
+            "-c",
+            "echo $ALL_PROXY $https_proxy",
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let want = format!("socks5h://127.0.0.1:{socks}");
+    assert_eq!(out.trim(), format!("{want} {want}"));
+    // The program's exit status is passed through.
+    let (ok, _, _) = d.ctl(&["exec", "one", "--", "sh", "-c", "exit 3"]).await;
+    assert!(!ok);
+
+    let mut s = tokio::net::UnixStream::connect(&unix).await.unwrap();
+    s.write_all(b"through a unix socket").await.unwrap();
+    let mut buf = [0u8; 21];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"through a unix socket");
+}
