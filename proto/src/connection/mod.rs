@@ -7,6 +7,7 @@
 mod channel;
 pub mod global;
 pub mod open;
+pub mod tun;
 
 use std::collections::{HashMap, VecDeque};
 
