@@ -94,6 +94,25 @@ pub fn status(links: &[LinkInfo]) -> String {
                 f.kind, f.listen, f.connect, f.state
             ));
         }
+        if let Some(t) = &l.tun {
+            out.push_str(&format!(
+                "  tun    {} {}  routes [{}]  channel {}  out {} pkts / {}  in {} pkts / {}  dropped: link down {}, invalid {}, device {}\n",
+                t.device.as_deref().unwrap_or("-"),
+                t.addresses.join(" "),
+                t.routes.join(", "),
+                if t.channel_open { "open" } else { "closed" },
+                t.packets_out,
+                bytes(t.bytes_out),
+                t.packets_in,
+                bytes(t.bytes_in),
+                t.dropped_link_down,
+                t.dropped_invalid,
+                t.dropped_device
+            ));
+            if let Some(e) = &t.error {
+                out.push_str(&format!("  tun error: {e}\n"));
+            }
+        }
         if let Some(e) = &l.last_error {
             out.push_str(&format!("  last error: {e}\n"));
         }

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sshvpn_proto::control::{self, ForwardInfo, LinkInfo, Request, Response};
+use sshvpn_proto::control::{self, ForwardInfo, LinkInfo, Request, Response, TunInfo};
+
+use crate::tun::TunCounters;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Mutex;
@@ -200,6 +202,27 @@ async fn status(daemon: &Daemon) -> Vec<LinkInfo> {
                 }
             })
             .collect();
+        info.tun = s.tun.as_ref().map(|t| {
+            let mut ti = TunInfo {
+                device: t.device.clone(),
+                addresses: t.addresses.clone(),
+                routes: t.routes.clone(),
+                channel_open: t.channel_open,
+                error: t.error.clone(),
+                ..TunInfo::default()
+            };
+            if let Some(lt) = &link.tun {
+                let c = &lt.bridge.counters;
+                ti.packets_out = TunCounters::get(&c.packets_out);
+                ti.bytes_out = TunCounters::get(&c.bytes_out);
+                ti.packets_in = TunCounters::get(&c.packets_in);
+                ti.bytes_in = TunCounters::get(&c.bytes_in);
+                ti.dropped_link_down = TunCounters::get(&c.dropped_link_down);
+                ti.dropped_invalid = TunCounters::get(&c.dropped_invalid);
+                ti.dropped_device = TunCounters::get(&c.dropped_device);
+            }
+            ti
+        });
         let handle = link.handle().filter(|_| s.phase == LinkPhase::Up);
         if let Some(Ok(c)) = match handle {
             Some(h) => Some(h.info().await),

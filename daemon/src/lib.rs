@@ -12,6 +12,7 @@ pub mod policy;
 pub mod server;
 pub mod socks;
 pub mod trust;
+pub mod tun;
 
 use std::time::Instant;
 

@@ -74,6 +74,30 @@ pub struct LinkInfo {
     /// Unix time (seconds) of the next connection attempt while backing off.
     pub next_retry: Option<u64>,
     pub forwards: Vec<ForwardInfo>,
+    /// The link's TUN side, when `[link.tun]` is configured.
+    #[serde(default)]
+    pub tun: Option<TunInfo>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunInfo {
+    pub device: Option<String>,
+    pub addresses: Vec<String>,
+    pub routes: Vec<String>,
+    pub channel_open: bool,
+    /// Device → tunnel.
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Tunnel → device.
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    /// Packets read from the device while the link was down.
+    pub dropped_link_down: u64,
+    /// Packets that were not IPv4/IPv6 or too large.
+    pub dropped_invalid: u64,
+    /// Packets the device refused.
+    pub dropped_device: u64,
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

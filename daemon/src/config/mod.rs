@@ -12,7 +12,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use error::ConfigError;
-pub use values::{Endpoint, HostPort, Interval, ListenAddr};
+pub use values::{Cidr, Endpoint, HostPort, Interval, ListenAddr};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,7 +89,26 @@ pub struct LinkConfig {
     pub forward: Vec<ForwardConfig>,
     #[serde(default)]
     pub remote_forward: Vec<RemoteForwardConfig>,
-    pub tun: Option<Spanned<toml::Table>>,
+    pub tun: Option<Spanned<TunConfig>>,
+}
+
+/// `[link.tun]`: a layer-3 VPN over a `tun@openssh.com` channel (point-to-point mode).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunConfig {
+    /// This end's address on the tunnel, with its prefix ("10.77.0.2/24").
+    pub local: Option<Cidr>,
+    /// An IPv6 address for the tunnel as well ("fd77::2/64").
+    pub local6: Option<Cidr>,
+    /// Prefixes to route into the tunnel; "default" is a full tunnel.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default = "defaults::mtu")]
+    pub mtu: u16,
+    /// Device name; default: the kernel's choice (tunN).
+    pub name: Option<String>,
+    /// The server's tun unit to ask for (as `ssh -w local:remote`); default "any".
+    pub remote_unit: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -145,6 +164,9 @@ mod defaults {
     }
     pub fn max_auth_tries() -> u32 {
         6
+    }
+    pub fn mtu() -> u16 {
+        1400
     }
 }
 
@@ -262,11 +284,27 @@ impl Config {
                 }
             }
             if let Some(tun) = &link.tun {
-                return Err(at(
-                    tun.span(),
-                    "link.tun",
-                    "TUN links are not supported by this build yet (see README, Status)".into(),
-                ));
+                let at_tun = |m: String| at(tun.span(), "link.tun", m);
+                let t = tun.get_ref();
+                if t.local.is_none() && t.local6.is_none() {
+                    return Err(at_tun("set `local` (and/or `local6`): address assignment by an sshvpnd server is not supported yet".into()));
+                }
+                if t.local.is_some_and(|c| !c.addr.is_ipv4())
+                    || t.local6.is_some_and(|c| c.addr.is_ipv4())
+                {
+                    return Err(at_tun(
+                        "`local` takes an IPv4 address and `local6` an IPv6 one".into(),
+                    ));
+                }
+                if !(576..=65535).contains(&t.mtu) {
+                    return Err(at_tun(format!("mtu {} is out of range (576-65535)", t.mtu)));
+                }
+                for r in &t.routes {
+                    if r != "default" {
+                        r.parse::<Cidr>()
+                            .map_err(|e| at_tun(format!("route: {e}")))?;
+                    }
+                }
             }
         }
         Ok(())

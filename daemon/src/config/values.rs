@@ -2,7 +2,7 @@
 //! value's position: durations ("15s"), listen addresses, host:port pairs.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -127,6 +127,68 @@ impl fmt::Display for HostPort {
     }
 }
 
+/// An address with its prefix length, as written in the configuration ("10.77.0.2/24").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "{s:?} is not an address with a prefix length (write e.g. \"10.77.0.2/24\" or \"fd77::2/64\")"
+            )
+        };
+        let (addr, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Cidr {
+    /// The network address (host bits cleared).
+    pub fn network(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V4((u32::from(a) & mask).into())
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                IpAddr::V6((u128::from(a) & mask).into())
+            }
+        }
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Cidr {
+            addr: ip,
+            prefix: self.prefix,
+        }
+        .network()
+            == self.network()
+            && ip.is_ipv4() == self.addr.is_ipv4()
+    }
+}
+
 macro_rules! deserialize_from_str {
     ($($t:ty),*) => {$(
         impl<'de> Deserialize<'de> for $t {
@@ -138,4 +200,23 @@ macro_rules! deserialize_from_str {
     )*};
 }
 
-deserialize_from_str!(Interval, ListenAddr, Endpoint, HostPort);
+deserialize_from_str!(Interval, ListenAddr, Endpoint, HostPort, Cidr);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_parsing_and_containment() {
+        let c: Cidr = "10.77.0.2/24".parse().unwrap();
+        assert_eq!(c.network().to_string(), "10.77.0.0");
+        assert!(c.contains("10.77.0.200".parse().unwrap()));
+        assert!(!c.contains("10.77.1.1".parse().unwrap()));
+        let v6: Cidr = "fd77::2/64".parse().unwrap();
+        assert!(v6.contains("fd77::99".parse().unwrap()));
+        assert!("10.0.0.1/33".parse::<Cidr>().is_err());
+        assert!("10.0.0.1".parse::<Cidr>().is_err());
+        let all: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("192.0.2.1".parse().unwrap()));
+    }
+}

@@ -10,19 +10,21 @@ mod listeners;
 mod remote;
 mod status;
 mod trust;
+mod tun;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use sshvpn_proto::keys::load_private_key_file;
-use sshvpn_proto::{ClientConfig, Ed25519Key, GlobalRequest, Identity};
+use sshvpn_proto::{ChannelKind, ClientConfig, Ed25519Key, GlobalRequest, Identity, TunMode};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{HostPort, LinkConfig, RemoteForwardConfig};
 use crate::driver::Handle;
 pub use listeners::Listener;
-pub use status::{ForwardState, LinkPhase, LinkStatus};
+pub use status::{ForwardState, LinkPhase, LinkStatus, TunStatus};
 pub use trust::LinkTrust;
+pub use tun::LinkTun;
 
 /// How long a connection arriving during an outage waits for the link.
 pub const OUTAGE_WAIT: Duration = Duration::from_secs(10);
@@ -79,6 +81,8 @@ pub struct Link {
     status_tx: watch::Sender<LinkStatus>,
     cmds: mpsc::Sender<LinkCmd>,
     task: tokio::task::JoinHandle<()>,
+    /// The TUN device, routes and bridge, when `[link.tun]` is configured and was set up.
+    pub tun: Option<Arc<LinkTun>>,
     /// Bound listeners, in the order of `status.listeners`; `None` where binding failed.
     listeners: Vec<(Listener, Option<tokio::task::JoinHandle<()>>)>,
 }
@@ -108,7 +112,45 @@ impl Link {
             });
             bound.push((listener, result.ok()));
         }
+        let tun = match &config.tun {
+            Some(t) => {
+                let server = resolve(&config.host, config.port).await;
+                match tracing::Instrument::instrument(tun::setup(t.get_ref(), server), span.clone())
+                    .await
+                {
+                    Ok(lt) => {
+                        let lt = Arc::new(lt);
+                        let name = lt.bridge.name.clone();
+                        let (addresses, routes) = (
+                            lt.addresses.clone(),
+                            lt.routes.lock().await.description.clone(),
+                        );
+                        status_tx.send_modify(|s| {
+                            s.tun = Some(TunStatus {
+                                device: Some(name),
+                                addresses,
+                                routes,
+                                ..TunStatus::default()
+                            });
+                        });
+                        Some(lt)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "TUN not set up");
+                        status_tx.send_modify(|s| {
+                            s.tun = Some(TunStatus {
+                                error: Some(e),
+                                ..TunStatus::default()
+                            })
+                        });
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let supervisor = Supervisor {
+            tun: tun.clone(),
             config: config.clone(),
             state_dir,
             status: status_tx.clone(),
@@ -128,6 +170,7 @@ impl Link {
             cmds: cmd_tx,
             task,
             listeners: bound,
+            tun,
         }
     }
 
@@ -207,6 +250,9 @@ impl Link {
             }
         }
         let _ = self.task.await;
+        if let Some(tun) = &self.tun {
+            tun.teardown().await;
+        }
     }
 
     /// The connection, if the link is up now.
@@ -224,6 +270,7 @@ struct Supervisor {
     enabled: bool,
     attempt: u32,
     remote: Arc<remote::RemoteForwards>,
+    tun: Option<Arc<LinkTun>>,
 }
 
 /// Why one connection attempt or connection ended.
@@ -418,8 +465,9 @@ impl Supervisor {
         let _ = self.current.send(Some(handle.clone()));
         let serving = tokio::spawn(remote::serve(self.remote.clone(), incoming));
         self.request_remote_forwards(&handle).await;
-        // "up" once the remote forwards have their answers, so status never shows a
-        // half-set-up link as up.
+        self.open_tun(&handle).await;
+        // "up" once the remote forwards and the tunnel have their answers, so status never
+        // shows a half-set-up link as up.
         self.set_phase(LinkPhase::Up);
         let ended = tokio::select! {
             r = &mut task => match r {
@@ -434,7 +482,46 @@ impl Supervisor {
         };
         serving.abort();
         task.abort();
+        if let Some(t) = &self.tun {
+            t.bridge.detach();
+            self.status.send_modify(|s| {
+                if let Some(ts) = s.tun.as_mut() {
+                    ts.channel_open = false;
+                }
+            });
+        }
         ended
+    }
+
+    /// Opens the tun channel (point-to-point) and hands it to the bridge.
+    async fn open_tun(&self, handle: &Handle) {
+        let Some(t) = &self.tun else { return };
+        let unit = self
+            .config
+            .tun
+            .as_ref()
+            .and_then(|c| c.get_ref().remote_unit);
+        let kind = ChannelKind::Tun {
+            mode: TunMode::PointToPoint,
+            unit,
+        };
+        let result = handle.open(kind).await;
+        let (open, error) = match result {
+            Ok(stream) => {
+                t.bridge.attach(stream);
+                (true, None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the server refused the tunnel");
+                (false, Some(format!("the server refused the tunnel: {e}")))
+            }
+        };
+        self.status.send_modify(|s| {
+            if let Some(ts) = s.tun.as_mut() {
+                ts.channel_open = open;
+                ts.error = error;
+            }
+        });
     }
 
     /// Waits for an Up or Down command, applying forward changes as they come (and, when
@@ -550,6 +637,15 @@ fn set_phase(status: &watch::Sender<LinkStatus>, phase: LinkPhase) {
             s.since = SystemTime::now();
         }
     });
+}
+
+/// The server's address, for keeping it out of a full tunnel (first resolved address).
+async fn resolve(host: &str, port: u16) -> Option<std::net::IpAddr> {
+    tokio::net::lookup_host((host, port))
+        .await
+        .ok()?
+        .next()
+        .map(|a| a.ip())
 }
 
 fn bracket(host: &str) -> String {

@@ -89,6 +89,18 @@ pub struct LinkStatus {
     pub next_retry: Option<SystemTime>,
     pub listeners: Vec<ForwardStatus>,
     pub remote_forwards: Vec<ForwardStatus>,
+    pub tun: Option<TunStatus>,
+}
+
+/// The TUN side of a link; counters are read live from the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct TunStatus {
+    pub device: Option<String>,
+    pub addresses: Vec<String>,
+    pub routes: Vec<String>,
+    /// Whether a tun channel is open now.
+    pub channel_open: bool,
+    pub error: Option<String>,
 }
 
 impl LinkStatus {
@@ -111,6 +123,7 @@ impl LinkStatus {
             next_retry: None,
             listeners,
             remote_forwards,
+            tun: config.tun.as_ref().map(|_| TunStatus::default()),
         }
     }
 }

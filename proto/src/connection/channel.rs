@@ -39,10 +39,15 @@ pub struct Channel {
     pub blocked: bool,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Message boundaries carry meaning (`tun@openssh.com`: one packet per message, as
+    /// OpenSSH's datagram channels). The application sees each message as an SSH `string`
+    /// (length-prefixed) in the receive buffer, and hands `send` a run of such strings.
+    pub datagram: bool,
 }
 
 impl Channel {
     pub fn new(kind: ChannelKind, phase: Phase, recv_window: u32) -> Self {
+        let datagram = matches!(kind, ChannelKind::Tun { .. });
         Self {
             kind,
             phase,
@@ -61,6 +66,7 @@ impl Channel {
             blocked: false,
             bytes_in: 0,
             bytes_out: 0,
+            datagram,
         }
     }
 
@@ -77,6 +83,10 @@ impl Channel {
         } else if self.recv_start > self.recv_buf.len() / 2 {
             self.recv_buf.drain(..self.recv_start);
             self.recv_start = 0;
+        }
+        if self.datagram {
+            self.recv_buf
+                .extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
         }
         self.recv_buf.extend_from_slice(data);
         self.bytes_in += data.len() as u64;

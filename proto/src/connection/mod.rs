@@ -186,23 +186,14 @@ impl Channels {
             ch.blocked = true;
             return Ok(0);
         }
-        let budget = data.len().min(ch.send_window as usize);
         let chunk_max = (ch.remote_max_packet as usize)
             .min(tx.max_payload() - 9)
             .max(1);
-        let remote = ch.remote_id;
-        let mut sent = 0;
-        for chunk in data.get(..budget).unwrap_or_default().chunks(chunk_max) {
-            tx.send(|b| {
-                Writer::new(b)
-                    .u8(MsgType::CHANNEL_DATA.0)
-                    .u32(remote)
-                    .string(chunk);
-            });
-            sent += chunk.len();
-        }
-        ch.send_window -= sent as u32;
-        ch.bytes_out += sent as u64;
+        let sent = if ch.datagram {
+            send_datagrams(ch, data, chunk_max, tx)
+        } else {
+            send_stream(ch, data, chunk_max, tx)
+        };
         if sent < data.len() {
             ch.blocked = true;
         }
@@ -515,6 +506,62 @@ impl Channels {
         }
         Ok(())
     }
+}
+
+/// Stream channels: as many bytes as the window allows, in messages of at most `chunk_max`.
+fn send_stream(ch: &mut Channel, data: &[u8], chunk_max: usize, tx: &mut Tx) -> usize {
+    let budget = data.len().min(ch.send_window as usize);
+    let remote = ch.remote_id;
+    let mut sent = 0;
+    for chunk in data.get(..budget).unwrap_or_default().chunks(chunk_max) {
+        tx.send(|b| {
+            Writer::new(b)
+                .u8(MsgType::CHANNEL_DATA.0)
+                .u32(remote)
+                .string(chunk);
+        });
+        sent += chunk.len();
+    }
+    ch.send_window -= sent as u32;
+    ch.bytes_out += sent as u64;
+    sent
+}
+
+/// Datagram channels: `data` is a run of SSH strings; each whole one that fits the window
+/// goes out as one message. Returns the bytes of `data` consumed (prefixes included). A
+/// datagram larger than the peer's maximum packet can never be sent and is dropped.
+fn send_datagrams(ch: &mut Channel, data: &[u8], chunk_max: usize, tx: &mut Tx) -> usize {
+    let remote = ch.remote_id;
+    let mut used = 0;
+    loop {
+        let rest = data.get(used..).unwrap_or_default();
+        let Some(len) = rest
+            .first_chunk::<4>()
+            .map(|b| u32::from_be_bytes(*b) as usize)
+        else {
+            break;
+        };
+        let Some(datagram) = rest.get(4..4 + len) else {
+            break;
+        };
+        if len > chunk_max {
+            used += 4 + len;
+            continue;
+        }
+        if len > ch.send_window as usize {
+            break;
+        }
+        tx.send(|b| {
+            Writer::new(b)
+                .u8(MsgType::CHANNEL_DATA.0)
+                .u32(remote)
+                .string(datagram);
+        });
+        ch.send_window -= len as u32;
+        ch.bytes_out += len as u64;
+        used += 4 + len;
+    }
+    used
 }
 
 fn send_open_failure(tx: &mut Tx, remote: u32, reason: OpenFailure, description: &str) {

@@ -439,3 +439,49 @@ fn external_key_is_offered_first_then_signed_on_request() {
         })
     );
 }
+
+#[test]
+fn tun_channels_keep_one_packet_per_message() {
+    use crate::connection::tun::{TunDecoder, encode_ip};
+    let mut pair = Pair::connected();
+    let cid = pair
+        .client
+        .open_channel(ChannelKind::Tun {
+            mode: crate::TunMode::PointToPoint,
+            unit: None,
+        })
+        .unwrap();
+    pair.run();
+    let Some(Event::ChannelOpenRequest { id: sid, .. }) =
+        pair.server_event(|e| matches!(e, Event::ChannelOpenRequest { .. }))
+    else {
+        panic!()
+    };
+    let mut a = vec![0u8; 60];
+    a[0] = 0x45;
+    let mut b = vec![0u8; 1400];
+    b[0] = 0x60;
+    let mut framed = Vec::new();
+    encode_ip(&a, &mut framed);
+    encode_ip(&b, &mut framed);
+    // A trailing partial frame is left for later, not sent.
+    framed.extend_from_slice(&[0, 0, 0, 50, 0, 0]);
+    let sent = pair.client.channel_send(cid, &framed).unwrap();
+    assert_eq!(sent, framed.len() - 6);
+    let before = pair.client.stats().packets_sent;
+    pair.run();
+    let _ = before;
+    let mut d = TunDecoder::default();
+    d.push(pair.server.channel_data(sid));
+    let p1 = d.next_packet().unwrap().unwrap();
+    assert_eq!(
+        (p1.af, p1.data.len()),
+        (crate::connection::tun::AF_INET, 60)
+    );
+    let p2 = d.next_packet().unwrap().unwrap();
+    assert_eq!(
+        (p2.af, p2.data.len()),
+        (crate::connection::tun::AF_INET6, 1400)
+    );
+    assert!(d.next_packet().unwrap().is_none());
+}

@@ -1,0 +1,231 @@
+//! Moving packets between the TUN device and the link's current `tun@openssh.com` channel.
+//!
+//! One task reads the device and one drains the channel; both stay alive across outages.
+//! Device → channel: packets are framed (SSH string of address family + packet) and several
+//! are coalesced into one channel write while the device has more ready, so a burst costs one
+//! SSH message, not one per packet. Channel → device: each reassembled packet is one write.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sshvpn_proto::connection::tun::{TunDecoder, encode_ip};
+use tokio::sync::{Mutex, watch};
+
+use super::device::TunDevice;
+use crate::driver::{ChannelReader, ChannelStream, ChannelWriter, Inbound};
+
+/// Largest coalesced write to the channel.
+const BATCH: usize = 60 * 1024;
+
+/// Packet and byte counters, with drops by cause.
+#[derive(Debug, Default)]
+pub struct TunCounters {
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    /// Read from the device while the link was down.
+    pub dropped_link_down: AtomicU64,
+    /// Not IPv4 or IPv6, or too large to frame.
+    pub dropped_invalid: AtomicU64,
+    /// The device refused a packet from the peer.
+    pub dropped_device: AtomicU64,
+}
+
+impl TunCounters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// The running bridge of one link's device.
+#[derive(Debug)]
+pub struct TunBridge {
+    pub name: String,
+    pub counters: Arc<TunCounters>,
+    /// Hands the bridge a new channel after each reconnect (`None` while down).
+    channel: watch::Sender<Option<Arc<ChannelSlot>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// One channel's halves, shared by the two directions.
+#[derive(Debug)]
+struct ChannelSlot {
+    writer: Mutex<Option<ChannelWriter>>,
+    reader: Mutex<Option<ChannelReader>>,
+}
+
+impl TunBridge {
+    pub fn start(device: TunDevice) -> TunBridge {
+        let device = Arc::new(device);
+        let counters = Arc::new(TunCounters::default());
+        let (tx, rx) = watch::channel(None::<Arc<ChannelSlot>>);
+        let up = tokio::spawn(device_to_channel(
+            device.clone(),
+            rx.clone(),
+            counters.clone(),
+        ));
+        let down = tokio::spawn(channel_to_device(device.clone(), rx, counters.clone()));
+        TunBridge {
+            name: device.name.clone(),
+            counters,
+            channel: tx,
+            tasks: vec![up, down],
+        }
+    }
+
+    /// Uses `stream` from now on (after a (re)connect).
+    pub fn attach(&self, stream: ChannelStream) {
+        let ChannelStream { reader, writer } = stream;
+        let slot = ChannelSlot {
+            writer: Mutex::new(Some(writer)),
+            reader: Mutex::new(Some(reader)),
+        };
+        let _ = self.channel.send(Some(Arc::new(slot)));
+    }
+
+    /// The link is down: drop packets until the next `attach`.
+    pub fn detach(&self) {
+        let _ = self.channel.send(None);
+    }
+
+    pub fn stop(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for TunBridge {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn device_to_channel(
+    device: Arc<TunDevice>,
+    slot: watch::Receiver<Option<Arc<ChannelSlot>>>,
+    counters: Arc<TunCounters>,
+) {
+    let mut packet = vec![0u8; usize::from(device.mtu).max(1500) + 64];
+    let mut batch = Vec::with_capacity(BATCH + 2048);
+    loop {
+        let Ok(n) = device.device.recv(&mut packet).await else {
+            return;
+        };
+        let mut pending = 0u64;
+        let mut push = |data: &[u8], batch: &mut Vec<u8>| {
+            if encode_ip(data, batch) {
+                pending += 1;
+            } else {
+                TunCounters::add(&counters.dropped_invalid, 1);
+            }
+        };
+        push(packet.get(..n).unwrap_or_default(), &mut batch);
+        // Coalesce what else is ready now, without waiting.
+        while batch.len() < BATCH {
+            match device.device.try_recv(&mut packet) {
+                Ok(n) => push(packet.get(..n).unwrap_or_default(), &mut batch),
+                Err(_) => break,
+            }
+        }
+        let current = slot.borrow().clone();
+        let sent = match current {
+            Some(slot) => {
+                let mut guard = slot.writer.lock().await;
+                match guard.as_mut() {
+                    Some(w) => {
+                        let bytes = batch.len() as u64;
+                        if w.send(std::mem::replace(
+                            &mut batch,
+                            Vec::with_capacity(BATCH + 2048),
+                        ))
+                        .await
+                        .is_ok()
+                        {
+                            TunCounters::add(&counters.bytes_out, bytes);
+                            true
+                        } else {
+                            *guard = None;
+                            false
+                        }
+                    }
+                    None => false,
+                }
+            }
+            None => false,
+        };
+        if sent {
+            TunCounters::add(&counters.packets_out, pending);
+        } else {
+            TunCounters::add(&counters.dropped_link_down, pending);
+        }
+        batch.clear();
+    }
+}
+
+async fn channel_to_device(
+    device: Arc<TunDevice>,
+    mut slot: watch::Receiver<Option<Arc<ChannelSlot>>>,
+    counters: Arc<TunCounters>,
+) {
+    loop {
+        let current = slot.borrow_and_update().clone();
+        let Some(current) = current else {
+            if slot.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let Some(mut reader) = current.reader.lock().await.take() else {
+            if slot.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let mut decoder = TunDecoder::default();
+        loop {
+            let item = tokio::select! {
+                item = reader.recv() => item,
+                changed = slot.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    break;
+                }
+            };
+            let Inbound::Data(data) = item else { break };
+            decoder.push(&data);
+            loop {
+                match decoder.next_packet() {
+                    Ok(Some(p)) => {
+                        if device.device.send(p.data).await.is_ok() {
+                            TunCounters::add(&counters.packets_in, 1);
+                            TunCounters::add(&counters.bytes_in, p.data.len() as u64);
+                        } else {
+                            TunCounters::add(&counters.dropped_device, 1);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "bad framing on the tun channel; waiting for the next one");
+                        break;
+                    }
+                }
+            }
+        }
+        // This channel is finished; wait for the next one.
+        if slot
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| Arc::ptr_eq(s, &current))
+            && slot.changed().await.is_err()
+        {
+            return;
+        }
+    }
+}
