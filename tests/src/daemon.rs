@@ -37,7 +37,10 @@ pub fn binary(name: &str) -> PathBuf {
             .env("CARGO_TARGET_DIR", &target_dir)
             .status()
             .expect("run cargo build for sshvpnd and sshvpnctl");
-        assert!(status.success(), "building sshvpnd and sshvpnctl failed");
+        assert!(
+            status.success(),
+            "building sshvpnd, sshvpnctl and netprobe failed"
+        );
         target_dir.join("debug")
     });
     dir.join(name)
@@ -86,14 +89,48 @@ impl Daemon {
         Self::spawn(dir, name, config, &[]).await
     }
 
+    /// As `start`, but inside a network namespace.
+    pub async fn start_in(
+        netns: &crate::netns::Netns,
+        dir: &TestDir,
+        name: &str,
+        body: &str,
+    ) -> Daemon {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("{}\n{body}", Self::daemon_section(dir, name)),
+        )
+        .expect("write config");
+        Self::spawn_in(Some(&netns.name), dir, name, config, &[]).await
+    }
+
     async fn spawn(dir: &TestDir, name: &str, config: PathBuf, env: &[(&str, &Path)]) -> Daemon {
+        Self::spawn_in(None, dir, name, config, env).await
+    }
+
+    async fn spawn_in(
+        netns: Option<&str>,
+        dir: &TestDir,
+        name: &str,
+        config: PathBuf,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let log = dir.path().join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let child = Command::new(binary("sshvpnd"))
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(binary("sshvpnd"));
+                c
+            }
+            None => Command::new(binary("sshvpnd")),
+        };
+        let child = cmd
             .arg("--config")
             .arg(&config)
             .arg("--log-level")

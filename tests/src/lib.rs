@@ -9,4 +9,5 @@
 
 pub mod daemon;
 pub mod harness;
+pub mod netns;
 pub mod peers;

@@ -1,0 +1,204 @@
+//! Network namespaces for tests: hosts joined by veth pairs. Each namespace gets a unique
+//! name and is deleted (with every process in it) on drop, also when a test fails.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Fails the test, naming what is missing, unless we can make namespaces and TUN devices.
+pub fn require_netns() {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    assert!(
+        root,
+        "network namespace tests need root (CI runs them as root)"
+    );
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "network namespace tests need /dev/net/tun"
+    );
+    crate::harness::require("ip");
+    crate::harness::require("ping");
+}
+
+fn run(args: &[&str]) -> Output {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// One namespace (a "host").
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "sv{}{}-{tag}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        run(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME …`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        String::from_utf8_lossy(&run(&full).stdout).into_owned()
+    }
+
+    /// Runs a command inside the namespace (bounded by `timeout`), returning its output.
+    pub fn exec(&self, cmd: &[&str], timeout: Duration) -> Output {
+        let secs = format!("{}", timeout.as_secs().max(1));
+        let mut args = vec!["netns", "exec", &self.name, "timeout", &secs];
+        args.extend_from_slice(cmd);
+        Command::new("ip")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Starts a long-running command inside the namespace (killed on drop of the child, and
+    /// with the namespace).
+    pub fn spawn(&self, program: &Path, args: &[&str], log: &Path) -> tokio::process::Child {
+        let log_file = std::fs::File::create(log).expect("log file");
+        tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn in namespace")
+    }
+
+    pub fn sysctl(&self, key: &str, value: &str) {
+        let out = self.exec(
+            &["sysctl", "-q", "-w", &format!("{key}={value}")],
+            Duration::from_secs(5),
+        );
+        assert!(
+            out.status.success(),
+            "sysctl {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `ping` from this namespace; true when at least one reply came back.
+    pub fn ping(&self, target: &str, count: u32) -> bool {
+        let c = count.to_string();
+        self.exec(
+            &["ping", "-c", &c, "-i", "0.2", "-W", "1", target],
+            Duration::from_secs(u64::from(count) + 5),
+        )
+        .status
+        .success()
+    }
+
+    /// Waits until an interface whose name starts with `prefix` exists; returns its name.
+    pub fn wait_link(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.ip(&["-o", "link", "show"]);
+            if let Some(name) = out
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n))
+                .find(|n| n.starts_with(prefix))
+            {
+                return name.to_owned();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {prefix}* interface in {} after {timeout:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Netns {
+    /// Waits until exactly one interface starting with `prefix` exists; returns its name.
+    pub fn wait_single_link(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.ip(&["-o", "link", "show"]);
+            let names: Vec<String> = out
+                .lines()
+                .filter_map(|l| l.split(": ").nth(1))
+                .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect();
+            if let [only] = names.as_slice() {
+                return only.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected one {prefix}* interface in {}, have {names:?}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill what still runs inside, then remove the namespace (its veths go with it).
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Joins two namespaces with a veth pair and addresses each end (CIDR strings, any number).
+pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let (ia, ib) = (
+        format!("va{}x{n}", std::process::id() % 10_000),
+        format!("vb{}x{n}", std::process::id() % 10_000),
+    );
+    run(&[
+        "link", "add", &ia, "netns", &a.name, "type", "veth", "peer", "name", &ib, "netns", &b.name,
+    ]);
+    for addr in a_addrs {
+        a.ip(&["addr", "add", addr, "dev", &ia, "nodad"]);
+    }
+    for addr in b_addrs {
+        b.ip(&["addr", "add", addr, "dev", &ib, "nodad"]);
+    }
+    a.ip(&["link", "set", &ia, "up"]);
+    b.ip(&["link", "set", &ib, "up"]);
+    (ia, ib)
+}

@@ -1,0 +1,233 @@
+//! The layer-3 VPN in network namespaces (needs root and /dev/net/tun; CI runs as root):
+//! client, server and a host on the server's LAN, joined by veth pairs.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::time::Duration;
+
+use sshvpn_tests::daemon::{Daemon, binary};
+use sshvpn_tests::harness::{KeyPair, TestDir, require};
+use sshvpn_tests::netns::{Netns, require_netns, veth};
+
+const UP: Duration = Duration::from_secs(20);
+
+/// Client ⇄ server ⇄ LAN host, with forwarding on the server and the LAN routing the
+/// tunnel's addresses back through it.
+struct Topology {
+    cli: Netns,
+    srv: Netns,
+    lan: Netns,
+    cli_if: String,
+}
+
+fn topology() -> Topology {
+    require_netns();
+    let (cli, srv, lan) = (Netns::new("cli"), Netns::new("srv"), Netns::new("lan"));
+    let (cli_if, _) = veth(
+        &cli,
+        &["10.200.0.1/24", "fd00:200::1/64"],
+        &srv,
+        &["10.200.0.2/24", "fd00:200::2/64"],
+    );
+    veth(
+        &srv,
+        &["10.201.0.1/24", "fd00:201::1/64"],
+        &lan,
+        &["10.201.0.2/24", "fd00:201::2/64"],
+    );
+    srv.sysctl("net.ipv4.ip_forward", "1");
+    srv.sysctl("net.ipv6.conf.all.forwarding", "1");
+    lan.ip(&["route", "add", "10.77.0.0/24", "via", "10.201.0.1"]);
+    lan.ip(&["-6", "route", "add", "fd77::/64", "via", "fd00:201::1"]);
+    Topology {
+        cli,
+        srv,
+        lan,
+        cli_if,
+    }
+}
+
+/// OpenSSH sshd inside `ns` on 10.200.0.2:22 with PermitTunnel point-to-point.
+async fn sshd_in(ns: &Netns, dir: &TestDir, client: &KeyPair) -> (tokio::process::Child, String) {
+    let host = dir.keygen("host").await;
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, format!("{}\n", client.public_line)).unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let cfg = dir.path().join("sshd_config");
+    std::fs::write(
+        &cfg,
+        format!(
+            "Port 22\nListenAddress 10.200.0.2\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPidFile none\nPermitRootLogin prohibit-password\nPermitTunnel point-to-point\nClientAliveInterval 1\nClientAliveCountMax 2\nLogLevel DEBUG1\n",
+            host.private.display(),
+            keys.display()
+        ),
+    )
+    .unwrap();
+    let child = ns.spawn(
+        &require("sshd"),
+        &["-D", "-e", "-f", cfg.to_str().unwrap()],
+        &dir.path().join("sshd.log"),
+    );
+    for _ in 0..100 {
+        if std::fs::read_to_string(dir.path().join("sshd.log"))
+            .unwrap_or_default()
+            .contains("Server listening")
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let known = dir.path().join("known_hosts");
+    std::fs::write(&known, format!("10.200.0.2 {}\n", host.key_type_and_blob())).unwrap();
+    (child, known.display().to_string())
+}
+
+fn netprobe(ns: &Netns, args: &[&str], secs: u64) -> String {
+    let bin = binary("netprobe");
+    let mut cmd = vec![bin.to_str().unwrap()];
+    cmd.extend_from_slice(args);
+    let out = ns.exec(&cmd, Duration::from_secs(secs));
+    assert!(
+        out.status.success(),
+        "netprobe {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A checksummed TCP transfer from `from` to a sink in `to`.
+fn tcp_transfer(from: &Netns, to: &Netns, addr: &str, bytes: usize) {
+    let bin = binary("netprobe");
+    let to_name = to.name.clone();
+    let listen = addr.to_owned();
+    let sink = std::thread::spawn(move || {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &to_name,
+                "timeout",
+                "60",
+                bin.to_str().unwrap(),
+                "sink",
+                &listen,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = netprobe(from, &["send", addr, &bytes.to_string()], 60);
+    let received = sink.join().unwrap();
+    assert_eq!(sent, received, "bytes and SHA-256 sent vs received");
+    assert!(sent.starts_with(&bytes.to_string()));
+}
+
+fn udp_check(from: &Netns, to: &Netns, addr: &str) {
+    let bin = binary("netprobe");
+    let mut echo = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &to.name,
+            "timeout",
+            "30",
+            bin.to_str().unwrap(),
+            "udp-echo",
+            addr,
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let got: u32 = netprobe(from, &["udp-ping", addr, "20"], 30)
+        .parse()
+        .unwrap();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert!(got >= 18, "only {got}/20 UDP datagrams came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshvpnd_link_to_openssh_sshd_carries_ip_and_survives_an_outage() {
+    let t = topology();
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let (_sshd, known) = sshd_in(&t.srv, &dir, &key).await;
+    let body = format!(
+        "[[link]]\nname = \"vpn\"\nhost = \"10.200.0.2\"\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{known}\"\nkeepalive = \"1s\"\nkeepalive_max = 2\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n\n[link.tun]\nlocal = \"10.77.0.2/24\"\nlocal6 = \"fd77::2/64\"\nroutes = [\"10.201.0.0/24\", \"fd00:201::/64\"]\nmtu = 1400\n",
+        key.private.display()
+    );
+    let d = Daemon::start_in(&t.cli, &dir, "client", &body).await;
+    d.wait_link("vpn", "up", UP).await;
+    // The far end of `ssh -w` is configured by hand, as an OpenSSH user would.
+    let far = t.srv.wait_link("tun", UP);
+    t.srv.ip(&["addr", "add", "10.77.0.1/24", "dev", &far]);
+    t.srv
+        .ip(&["addr", "add", "fd77::1/64", "dev", &far, "nodad"]);
+    t.srv.ip(&["link", "set", &far, "up"]);
+    let info = d.link("vpn").await;
+    let tun = info.tun.clone().unwrap();
+    assert!(
+        tun.channel_open && tun.addresses.contains(&"10.77.0.2/24".to_owned()),
+        "{tun:?}"
+    );
+
+    assert!(t.cli.ping("10.77.0.1", 3), "ping the tunnel's far end");
+    assert!(t.cli.ping("10.201.0.2", 3), "ping the LAN host over IPv4");
+    assert!(t.cli.ping("fd00:201::2", 3), "ping the LAN host over IPv6");
+    tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5001", 64 << 20);
+    tcp_transfer(&t.cli, &t.lan, "[fd00:201::2]:5002", 8 << 20);
+    udp_check(&t.cli, &t.lan, "10.201.0.2:5003");
+    udp_check(&t.cli, &t.lan, "[fd00:201::2]:5004");
+    let tun = d.link("vpn").await.tun.unwrap();
+    assert!(tun.packets_out > 1000 && tun.packets_in > 1000, "{tun:?}");
+
+    // Take the client–server wire down for longer than keepalive × keepalive_max.
+    t.cli.ip(&["link", "set", &t.cli_if, "down"]);
+    let deadline = std::time::Instant::now() + UP;
+    while d.link("vpn").await.state == "up" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dead peer not detected"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !t.cli.ping("10.201.0.2", 2),
+        "no traffic while the link is down"
+    );
+    let during = d.link("vpn").await.tun.unwrap();
+    assert!(
+        during.dropped_link_down > 0,
+        "packets during the outage are counted as dropped: {during:?}"
+    );
+    assert_eq!(during.device, tun.device, "the device outlives the outage");
+    t.cli.ip(&["link", "set", &t.cli_if, "up"]);
+    t.cli
+        .ip(&["addr", "replace", "10.200.0.1/24", "dev", &t.cli_if]);
+    d.wait_link("vpn", "up", UP).await;
+    // sshd made a new tun device for the new connection (the old session's went away with
+    // it, found dead by ClientAlive); configure it as before.
+    let far = t.srv.wait_single_link("tun", UP);
+    t.srv.ip(&["addr", "replace", "10.77.0.1/24", "dev", &far]);
+    t.srv.ip(&["link", "set", &far, "up"]);
+    assert!(
+        t.cli.ping("10.201.0.2", 3),
+        "traffic resumes by itself after the outage"
+    );
+
+    // SIGTERM: the device and its routes are gone.
+    assert_eq!(d.terminate().await, Some(0));
+    let links = t.cli.ip(&["-o", "link", "show"]);
+    assert!(!links.contains(tun.device.as_deref().unwrap()), "{links}");
+    assert!(!t.cli.ip(&["route", "show"]).contains("10.201.0.0/24"));
+}
