@@ -8,18 +8,24 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sshvpn_proto::{ChannelKind, GlobalRequest, OpenFailure};
+use sshvpn_proto::{ChannelKind, GlobalRequest, OpenFailure, TunMode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::driver::{Handle, Incoming, splice};
 use crate::policy::Grant;
+use crate::tun::server::TunPool;
 
 type Listeners = Arc<Mutex<HashMap<(String, u32), JoinHandle<()>>>>;
 
 /// Serves what the peer asks of a connection until the connection ends.
-pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incoming>, grant: Grant) {
+pub async fn serve_incoming(
+    handle: Handle,
+    mut incoming: mpsc::Receiver<Incoming>,
+    grant: Grant,
+    tun_pool: Option<Arc<TunPool>>,
+) {
     let options = || grant.lock().ok().and_then(|g| g.clone());
     let listeners: Listeners = Arc::default();
     while let Some(item) = incoming.recv().await {
@@ -55,6 +61,27 @@ pub async fn serve_incoming(handle: Handle, mut incoming: mpsc::Receiver<Incomin
                         }
                     });
                 }
+                ChannelKind::Tun {
+                    mode: TunMode::PointToPoint,
+                    unit,
+                } => match &tun_pool {
+                    Some(pool) => {
+                        let allowed = options().is_some_and(|o| o.allows_tunnel(unit));
+                        tokio::spawn(crate::tun::server::serve_channel(
+                            ch,
+                            pool.clone(),
+                            unit,
+                            allowed,
+                        ));
+                    }
+                    None => {
+                        ch.reject(
+                            OpenFailure::ADMINISTRATIVELY_PROHIBITED,
+                            "tunnels are not enabled on this server (no tun_pool)",
+                        )
+                        .await
+                    }
+                },
                 _ => {
                     ch.reject(
                         OpenFailure::ADMINISTRATIVELY_PROHIBITED,

@@ -14,6 +14,7 @@ use crate::config::ServerSection;
 use crate::driver;
 use crate::forward::serve_incoming;
 use crate::policy::{AuthorizedKeys, ServerPolicy};
+use crate::tun::server::TunPool;
 
 /// Unauthenticated connections allowed at once by default (sshd's MaxStartups).
 pub const MAX_STARTUPS: usize = 64;
@@ -24,6 +25,7 @@ pub async fn serve(
     config: ServerConfig,
     keys: AuthorizedKeys,
     max_startups: usize,
+    tun_pool: Option<Arc<TunPool>>,
 ) {
     let startups = Arc::new(Semaphore::new(max_startups));
     loop {
@@ -37,6 +39,7 @@ pub async fn serve(
         let config = config.clone();
         let policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
         let grant = policy.grant.clone();
+        let tun_pool = tun_pool.clone();
         let span = tracing::info_span!("client", %peer);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
@@ -53,7 +56,7 @@ pub async fn serve(
                     let _ = auth.authenticated().await;
                     drop(permit);
                 });
-                let serve = tokio::spawn(serve_incoming(handle, incoming, grant));
+                let serve = tokio::spawn(serve_incoming(handle, incoming, grant, tun_pool));
                 let result = task.await;
                 serve.abort();
                 match result {
@@ -143,6 +146,10 @@ pub async fn start(
     config.login_grace = section.login_grace.0;
     config.max_auth_tries = section.max_auth_tries;
     let keys = AuthorizedKeys::File(section.authorized_keys.clone());
+    let tun_pool = match &section.tun_pool {
+        Some(p) => Some(TunPool::new(*p)?),
+        None => None,
+    };
     let mut tasks = Vec::new();
     for addr in &section.listen {
         let listener = TcpListener::bind(addr.0)
@@ -154,6 +161,7 @@ pub async fn start(
             config.clone(),
             keys.clone(),
             section.max_startups,
+            tun_pool.clone(),
         )));
     }
     Ok(tasks)

@@ -35,6 +35,7 @@ async fn main() -> Result<()> {
         ServerConfig::new(host_key.clone()),
         AuthorizedKeys::List(authorized),
         sshvpnd::server::MAX_STARTUPS,
+        None,
     ));
     println!(
         "server  listening on {server_addr}, host key {}",

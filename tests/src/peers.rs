@@ -95,6 +95,7 @@ impl Server {
             cfg,
             AuthorizedKeys::List(authorized),
             sshvpnd::server::MAX_STARTUPS,
+            None,
         ));
         Server {
             port,

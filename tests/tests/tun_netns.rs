@@ -231,3 +231,196 @@ async fn sshvpnd_link_to_openssh_sshd_carries_ip_and_survives_an_outage() {
     assert!(!links.contains(tun.device.as_deref().unwrap()), "{links}");
     assert!(!t.cli.ip(&["route", "show"]).contains("10.201.0.0/24"));
 }
+
+/// sshvpnd as the server in `srv` on 10.200.0.2:2222 with a tun pool; `authorized` lines.
+async fn sshvpnd_server(t: &Topology, dir: &TestDir, authorized: &str) -> (Daemon, String) {
+    let keys = dir.path().join("server_authorized_keys");
+    std::fs::write(&keys, authorized).unwrap();
+    let body = format!(
+        "[server]\nlisten = [\"10.200.0.2:2222\"]\nauthorized_keys = \"{}\"\ntun_pool = \"10.77.0.0/24\"\n",
+        keys.display()
+    );
+    let d = Daemon::start_in(&t.srv, dir, "server", &body).await;
+    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let blob: Vec<&str> = host_pub.split_whitespace().take(2).collect();
+    (d, format!("[10.200.0.2]:2222 {}", blob.join(" ")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssh_ssh_w_against_sshvpnd_server_with_anti_spoofing() {
+    let t = topology();
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let (server, known_line) = sshvpnd_server(&t, &dir, &format!("{}\n", key.public_line)).await;
+    let known = dir.path().join("ssh_known_hosts");
+    std::fs::write(&known, format!("{known_line}\n")).unwrap();
+    let ssh_log = dir.path().join("ssh.log");
+    let known_opt = format!("UserKnownHostsFile={}", known.display());
+    let _ssh = t.cli.spawn(
+        &require("ssh"),
+        &[
+            "-N",
+            "-w",
+            "any:any",
+            "-o",
+            "Tunnel=point-to-point",
+            "-F",
+            "/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            &known_opt,
+            "-o",
+            "IdentitiesOnly=yes",
+            "-i",
+            key.private.to_str().unwrap(),
+            "-p",
+            "2222",
+            "root@10.200.0.2",
+        ],
+        &ssh_log,
+    );
+    // Both ends' devices appear; configure the client's as an OpenSSH user would (the server
+    // leased it the pool's first client address, 10.77.0.2, and is 10.77.0.1 itself).
+    let ours = t.cli.wait_link("tun", UP);
+    t.srv.wait_link("tun", UP);
+    t.cli.ip(&[
+        "addr",
+        "add",
+        "10.77.0.2",
+        "peer",
+        "10.77.0.1",
+        "dev",
+        &ours,
+    ]);
+    t.cli.ip(&["link", "set", &ours, "up"]);
+    t.cli.ip(&["route", "add", "10.201.0.0/24", "dev", &ours]);
+    assert!(
+        t.cli.ping("10.77.0.1", 3),
+        "ping the server through ssh -w; ssh log:\n{}",
+        std::fs::read_to_string(&ssh_log).unwrap_or_default()
+    );
+    assert!(
+        t.cli.ping("10.201.0.2", 3),
+        "ping the server's LAN through ssh -w"
+    );
+    tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5011", 16 << 20);
+
+    // A packet whose source is not the client's lease is dropped by the server.
+    t.cli.ip(&[
+        "addr",
+        "add",
+        "10.77.0.99",
+        "peer",
+        "10.77.0.1",
+        "dev",
+        &ours,
+    ]);
+    let spoofed = t.cli.exec(
+        &[
+            "ping",
+            "-c",
+            "3",
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            "-I",
+            "10.77.0.99",
+            "10.201.0.2",
+        ],
+        Duration::from_secs(10),
+    );
+    assert!(
+        !spoofed.status.success(),
+        "a spoofed source must not get through"
+    );
+    assert!(
+        t.cli.ping("10.201.0.2", 2),
+        "the client's own address still works"
+    );
+    drop(_ssh);
+    let deadline = std::time::Instant::now() + UP;
+    loop {
+        let log = server.log();
+        if let Some(n) = log
+            .lines()
+            .filter(|l| l.contains("tunnel closed"))
+            .find_map(|l| l.split("spoofed_dropped=").nth(1))
+        {
+            let n: u64 = n
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .unwrap();
+            assert!(n >= 3, "server counted {n} spoofed packets");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "server did not report the tunnel closing:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
+    let t = topology();
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let no_tun = dir.keygen("no-tun").await;
+    // `tunnel="5"` forces unit 5: a request for another unit is refused.
+    let (_server, known_line) = sshvpnd_server(
+        &t,
+        &dir,
+        &format!("{}\ntunnel=\"5\" {}\n", key.public_line, no_tun.public_line),
+    )
+    .await;
+    let known = dir.path().join("client_known_hosts");
+    std::fs::write(&known, format!("{known_line}\n")).unwrap();
+    let link = |name: &str, k: &KeyPair, extra: &str| {
+        format!(
+            "[[link]]\nname = \"{name}\"\nhost = \"10.200.0.2\"\nport = 2222\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\n[link.tun]\nlocal = \"10.77.0.2/24\"\nroutes = [\"10.201.0.0/24\"]\n{extra}\n",
+            k.private.display(),
+            known.display()
+        )
+    };
+    let client = Daemon::start_in(&t.cli, &dir, "client", &link("site", &key, "")).await;
+    client.wait_link("site", "up", UP).await;
+    assert!(
+        t.cli.ping("10.77.0.1", 3),
+        "ping the sshvpnd server through the tunnel"
+    );
+    assert!(t.cli.ping("10.201.0.2", 3), "ping the server's LAN");
+    tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5021", 32 << 20);
+    assert_eq!(client.terminate().await, Some(0));
+
+    let dir2 = TestDir::new();
+    let other = Daemon::start_in(
+        &t.cli,
+        &dir2,
+        "other",
+        &link("forced", &no_tun, "remote_unit = 7"),
+    )
+    .await;
+    let info = other.wait_link("forced", "up", UP).await;
+    let deadline = std::time::Instant::now() + UP;
+    let mut tun = info.tun.unwrap();
+    while tun.error.is_none() {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tun = other.link("forced").await.tun.unwrap();
+    }
+    assert!(
+        tun.error
+            .as_deref()
+            .unwrap()
+            .contains("administratively prohibited"),
+        "{tun:?}"
+    );
+}

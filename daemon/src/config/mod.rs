@@ -43,7 +43,8 @@ pub struct ServerSection {
     pub host_keys: Vec<PathBuf>,
     /// `%u` is replaced by the user name, as in OpenSSH's AuthorizedKeysFile.
     pub authorized_keys: String,
-    pub tun_pool: Option<String>,
+    /// Addresses for tunnel clients; its first host is the server's own ("10.77.0.0/24").
+    pub tun_pool: Option<Cidr>,
     #[serde(default = "defaults::login_grace")]
     pub login_grace: Interval,
     #[serde(default = "defaults::max_startups")]

@@ -5,9 +5,11 @@
 //! are coalesced into one channel write while the device has more ready, so a burst costs one
 //! SSH message, not one per packet. Channel → device: each reassembled packet is one write.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use sshvpn_proto::connection::tun::{TunDecoder, encode_ip};
 use tokio::sync::{Mutex, watch};
 
@@ -30,6 +32,8 @@ pub struct TunCounters {
     pub dropped_invalid: AtomicU64,
     /// The device refused a packet from the peer.
     pub dropped_device: AtomicU64,
+    /// From the peer with a source address that is not the peer's (server side).
+    pub dropped_spoofed: AtomicU64,
 }
 
 impl TunCounters {
@@ -57,10 +61,42 @@ pub struct TunBridge {
 struct ChannelSlot {
     writer: Mutex<Option<ChannelWriter>>,
     reader: Mutex<Option<ChannelReader>>,
+    /// Fired when the peer stops sending on this channel.
+    done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+}
+
+/// Which source addresses the peer may use; empty: any (the client side trusts its server).
+#[derive(Debug, Clone, Default)]
+pub struct SourceFilter {
+    pub allowed: Vec<IpAddr>,
+}
+
+impl SourceFilter {
+    fn permits(&self, packet: &[u8]) -> bool {
+        if self.allowed.is_empty() {
+            return true;
+        }
+        let source = match packet.first().map(|b| b >> 4) {
+            Some(4) => Ipv4HeaderSlice::from_slice(packet)
+                .ok()
+                .map(|h| IpAddr::V4(h.source_addr())),
+            Some(6) => Ipv6HeaderSlice::from_slice(packet)
+                .ok()
+                .map(|h| IpAddr::V6(h.source_addr())),
+            _ => None,
+        };
+        source.is_some_and(|s| self.allowed.contains(&s))
+    }
 }
 
 impl TunBridge {
     pub fn start(device: TunDevice) -> TunBridge {
+        Self::start_filtered(device, SourceFilter::default())
+    }
+
+    /// As `start`, dropping (and counting) packets from the peer whose source address the
+    /// filter does not allow: the server's anti-spoofing.
+    pub fn start_filtered(device: TunDevice, filter: SourceFilter) -> TunBridge {
         let device = Arc::new(device);
         let counters = Arc::new(TunCounters::default());
         let (tx, rx) = watch::channel(None::<Arc<ChannelSlot>>);
@@ -69,7 +105,12 @@ impl TunBridge {
             rx.clone(),
             counters.clone(),
         ));
-        let down = tokio::spawn(channel_to_device(device.clone(), rx, counters.clone()));
+        let down = tokio::spawn(channel_to_device(
+            device.clone(),
+            rx,
+            counters.clone(),
+            filter,
+        ));
         TunBridge {
             name: device.name.clone(),
             counters,
@@ -78,14 +119,18 @@ impl TunBridge {
         }
     }
 
-    /// Uses `stream` from now on (after a (re)connect).
-    pub fn attach(&self, stream: ChannelStream) {
+    /// Uses `stream` from now on (after a (re)connect). The returned receiver completes when
+    /// the peer stops sending on it (channel closed or connection lost).
+    pub fn attach(&self, stream: ChannelStream) -> tokio::sync::oneshot::Receiver<()> {
         let ChannelStream { reader, writer } = stream;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let slot = ChannelSlot {
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(Some(reader)),
+            done: std::sync::Mutex::new(Some(done_tx)),
         };
         let _ = self.channel.send(Some(Arc::new(slot)));
+        done_rx
     }
 
     /// The link is down: drop packets until the next `attach`.
@@ -172,6 +217,7 @@ async fn channel_to_device(
     device: Arc<TunDevice>,
     mut slot: watch::Receiver<Option<Arc<ChannelSlot>>>,
     counters: Arc<TunCounters>,
+    filter: SourceFilter,
 ) {
     loop {
         let current = slot.borrow_and_update().clone();
@@ -202,6 +248,9 @@ async fn channel_to_device(
             decoder.push(&data);
             loop {
                 match decoder.next_packet() {
+                    Ok(Some(p)) if !filter.permits(p.data) => {
+                        TunCounters::add(&counters.dropped_spoofed, 1);
+                    }
                     Ok(Some(p)) => {
                         if device.device.send(p.data).await.is_ok() {
                             TunCounters::add(&counters.packets_in, 1);
@@ -217,6 +266,9 @@ async fn channel_to_device(
                     }
                 }
             }
+        }
+        if let Some(done) = current.done.lock().ok().and_then(|mut d| d.take()) {
+            let _ = done.send(());
         }
         // This channel is finished; wait for the next one.
         if slot

@@ -8,7 +8,8 @@
 mod bridge;
 mod device;
 mod routes;
+pub mod server;
 
-pub use bridge::{TunBridge, TunCounters};
+pub use bridge::{SourceFilter, TunBridge, TunCounters};
 pub use device::{Cidr, TunDevice};
 pub use routes::{Routes, expand as expand_routes};
