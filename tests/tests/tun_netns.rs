@@ -424,3 +424,51 @@ async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
         "{tun:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tunnel_keeps_the_route_to_its_server() {
+    let t = topology();
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let (_server, known_line) = sshvpnd_server(&t, &dir, &format!("{}\n", key.public_line)).await;
+    let known = dir.path().join("client_known_hosts");
+    std::fs::write(&known, format!("{known_line}\n")).unwrap();
+    // The client's ordinary default route goes via the server's address, as a home router
+    // would: a full tunnel must not swallow the SSH connection that carries it.
+    t.cli.ip(&["route", "add", "default", "via", "10.200.0.2"]);
+    let body = format!(
+        "[[link]]\nname = \"all\"\nhost = \"10.200.0.2\"\nport = 2222\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\nkeepalive = \"1s\"\n\n[link.tun]\nlocal = \"10.77.0.2/24\"\nroutes = [\"default\"]\n",
+        key.private.display(),
+        known.display()
+    );
+    let d = Daemon::start_in(&t.cli, &dir, "client", &body).await;
+    let info = d.wait_link("all", "up", UP).await;
+    let tun = info.tun.unwrap();
+    let dev = tun.device.clone().unwrap();
+    assert!(
+        tun.routes.iter().any(|r| r.starts_with("0.0.0.0/1"))
+            && tun.routes.iter().any(|r| r.starts_with("128.0.0.0/1")),
+        "{tun:?}"
+    );
+    // Everything else goes through the tunnel; the server itself does not.
+    let via_lan = t.cli.ip(&["route", "get", "10.201.0.2"]);
+    assert!(via_lan.contains(&format!("dev {dev}")), "{via_lan}");
+    let via_server = t.cli.ip(&["route", "get", "10.200.0.2"]);
+    assert!(!via_server.contains(&format!("dev {dev}")), "{via_server}");
+    assert!(
+        t.cli.ping("10.201.0.2", 3),
+        "LAN host reachable through the full tunnel"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        d.link("all").await.state,
+        "up",
+        "keepalives still cross to the server"
+    );
+    assert!(t.cli.ping("10.201.0.2", 2));
+    assert_eq!(d.terminate().await, Some(0));
+    assert!(
+        !t.cli.ip(&["route", "show"]).contains("0.0.0.0/1"),
+        "routes removed on exit"
+    );
+}

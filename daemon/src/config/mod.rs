@@ -110,6 +110,10 @@ pub struct TunConfig {
     pub name: Option<String>,
     /// The server's tun unit to ask for (as `ssh -w local:remote`); default "any".
     pub remote_unit: Option<u32>,
+    /// Per-link DNS servers and search domains: accepted by the parser so that setting them
+    /// is an explicit error rather than silently ignored (not supported yet).
+    pub dns: Option<Vec<String>>,
+    pub dns_search: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -295,6 +299,11 @@ impl Config {
                 {
                     return Err(at_tun(
                         "`local` takes an IPv4 address and `local6` an IPv6 one".into(),
+                    ));
+                }
+                if t.dns.is_some() || t.dns_search.is_some() {
+                    return Err(at_tun(
+                        "per-link DNS (dns, dns_search) is not supported by this build: configure the resolver yourself (README, TUN)".into(),
                     ));
                 }
                 if !(576..=65535).contains(&t.mtu) {

@@ -156,3 +156,23 @@ fn shipped_example_configs_are_valid() {
         dir.display()
     );
 }
+
+#[test]
+fn tun_section_is_validated() {
+    let ok = parse(&format!(
+        "{LINK}\n[link.tun]\nlocal = \"10.77.0.2/24\"\nroutes = [\"default\", \"10.1.0.0/16\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(ok.links[0].tun.as_ref().unwrap().get_ref().mtu, 1400);
+    let e = err(&format!("{LINK}\n[link.tun]\nroutes = [\"default\"]\n"));
+    assert!(e.contains("link.tun") && e.contains("set `local`"), "{e}");
+    let e = err(&format!(
+        "{LINK}\n[link.tun]\nlocal = \"10.77.0.2/24\"\ndns = [\"10.0.0.53\"]\n"
+    ));
+    assert!(e.contains("not supported"), "{e}");
+    let e = err(&format!("{LINK}\n[link.tun]\nlocal = \"10.77.0.2\"\n"));
+    assert!(
+        e.contains("link.tun.local") && e.contains("prefix length"),
+        "{e}"
+    );
+}
