@@ -211,7 +211,7 @@ async fn status(daemon: &Daemon) -> Vec<LinkInfo> {
                 error: t.error.clone(),
                 ..TunInfo::default()
             };
-            if let Some(lt) = &link.tun {
+            if let Some(lt) = link.tun.lock().ok().and_then(|t| t.clone()) {
                 let c = &lt.bridge.counters;
                 ti.packets_out = TunCounters::get(&c.packets_out);
                 ti.bytes_out = TunCounters::get(&c.bytes_out);

@@ -478,6 +478,17 @@ impl Connection {
         self.channels.consume(id, n, &mut self.transport.tx);
     }
 
+    /// Sends a channel request that wants no reply, e.g. sshvpn's "tun-address@sshvpn".
+    pub fn channel_request(
+        &mut self,
+        id: ChannelId,
+        request: &str,
+        data: &[u8],
+    ) -> Result<(), ChannelError> {
+        self.channels
+            .send_request(id, request, data, &mut self.transport.tx)
+    }
+
     pub fn channel_eof(&mut self, id: ChannelId) -> Result<(), ChannelError> {
         self.channels.send_eof(id, &mut self.transport.tx)
     }

@@ -39,6 +39,13 @@ pub enum Event {
     ChannelReadable { id: ChannelId },
     /// A channel that could not send (window or key exchange) may send again.
     ChannelWritable { id: ChannelId },
+    /// The peer sent a channel request that wants no reply (requests wanting one are refused
+    /// by the connection itself). `data` is the request-specific part.
+    ChannelRequest {
+        id: ChannelId,
+        request: String,
+        data: Vec<u8>,
+    },
     /// The peer will send no more data on this channel.
     ChannelEof { id: ChannelId },
     /// The peer closed the channel. Buffered data stays readable until `close_channel`.

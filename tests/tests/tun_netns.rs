@@ -385,13 +385,17 @@ async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
     std::fs::write(&known, format!("{known_line}\n")).unwrap();
     let link = |name: &str, k: &KeyPair, extra: &str| {
         format!(
-            "[[link]]\nname = \"{name}\"\nhost = \"10.200.0.2\"\nport = 2222\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\n[link.tun]\nlocal = \"10.77.0.2/24\"\nroutes = [\"10.201.0.0/24\"]\n{extra}\n",
+            "[[link]]\nname = \"{name}\"\nhost = \"10.200.0.2\"\nport = 2222\nuser = \"root\"\nidentity = \"{}\"\nknown_hosts = \"{}\"\n\n[link.tun]\nroutes = [\"10.201.0.0/24\"]\n{extra}\n",
             k.private.display(),
             known.display()
         )
     };
     let client = Daemon::start_in(&t.cli, &dir, "client", &link("site", &key, "")).await;
-    client.wait_link("site", "up", UP).await;
+    // No `local` configured: the server's assignment sets the device up.
+    let up = client.wait_link("site", "up", UP).await;
+    let tun = up.tun.unwrap();
+    assert_eq!(tun.addresses, ["10.77.0.2/24"], "{tun:?}");
+    assert!(tun.channel_open && tun.error.is_none(), "{tun:?}");
     assert!(
         t.cli.ping("10.77.0.1", 3),
         "ping the sshvpnd server through the tunnel"

@@ -97,7 +97,8 @@ pub struct LinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TunConfig {
-    /// This end's address on the tunnel, with its prefix ("10.77.0.2/24").
+    /// This end's address on the tunnel, with its prefix ("10.77.0.2/24"). Omitted (with
+    /// `local6`): the sshvpnd server assigns one from its `tun_pool`.
     pub local: Option<Cidr>,
     /// An IPv6 address for the tunnel as well ("fd77::2/64").
     pub local6: Option<Cidr>,
@@ -291,9 +292,6 @@ impl Config {
             if let Some(tun) = &link.tun {
                 let at_tun = |m: String| at(tun.span(), "link.tun", m);
                 let t = tun.get_ref();
-                if t.local.is_none() && t.local6.is_none() {
-                    return Err(at_tun("set `local` (and/or `local6`): address assignment by an sshvpnd server is not supported yet".into()));
-                }
                 if t.local.is_some_and(|c| !c.addr.is_ipv4())
                     || t.local6.is_some_and(|c| c.addr.is_ipv4())
                 {

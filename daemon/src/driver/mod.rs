@@ -155,6 +155,11 @@ enum Cmd {
     Signed {
         signature: Option<Vec<u8>>,
     },
+    Request {
+        id: ChannelId,
+        request: String,
+        data: Vec<u8>,
+    },
 }
 
 /// Why a channel could not be opened.
@@ -440,6 +445,9 @@ impl Driver {
             Cmd::Disconnect { description } => self
                 .conn
                 .disconnect(DisconnectReason::BY_APPLICATION, &description),
+            Cmd::Request { id, request, data } => {
+                let _ = self.conn.channel_request(id, &request, &data);
+            }
             Cmd::Signed { signature } => {
                 let _ = self.conn.sign_response(signature, Instant::now());
             }
@@ -629,6 +637,11 @@ impl Driver {
                 }
             }
             Event::ChannelReadable { .. } | Event::ChannelWritable { .. } => {}
+            Event::ChannelRequest { id, request, data } => {
+                if let Some(tx) = self.bridges.get(&id).and_then(|b| b.inbound.as_ref()) {
+                    let _ = tx.try_send(Inbound::Request { request, data });
+                }
+            }
             Event::ChannelEof { id } => {
                 if let Some(b) = self.bridges.get_mut(&id) {
                     b.peer_eof = true;

@@ -19,6 +19,11 @@ pub const CHUNK: usize = 64 * 1024;
 #[derive(Debug)]
 pub enum Inbound {
     Data(Vec<u8>),
+    /// A channel request from the peer that wants no reply.
+    Request {
+        request: String,
+        data: Vec<u8>,
+    },
     /// The peer sent EOF: no more data, but the channel stays open for our side.
     Eof,
     /// The channel is gone (peer closed it, or the connection ended).
@@ -114,6 +119,19 @@ impl ChannelWriter {
             .map_err(|_| ChannelClosed)
     }
 
+    /// Sends a channel request that wants no reply. It goes out when the driver takes it, so
+    /// it may overtake data still waiting for window: send it before data when order matters.
+    pub async fn request(&mut self, request: &str, data: Vec<u8>) {
+        let _ = self
+            .cmd
+            .send(Cmd::Request {
+                id: self.id,
+                request: request.to_owned(),
+                data,
+            })
+            .await;
+    }
+
     /// Half-closes: sends EOF once everything queued has gone out.
     pub async fn eof(&mut self) {
         let _ = self.cmd.send(Cmd::Eof { id: self.id }).await;
@@ -193,6 +211,7 @@ async fn splice_halves<R, W>(
                         return true;
                     }
                 }
+                Inbound::Request { .. } => {}
                 Inbound::Eof => {
                     let _ = wr.shutdown().await;
                     return false;

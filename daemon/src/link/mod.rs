@@ -19,9 +19,11 @@ use sshvpn_proto::keys::load_private_key_file;
 use sshvpn_proto::{ChannelKind, ClientConfig, Ed25519Key, GlobalRequest, Identity, TunMode};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{HostPort, LinkConfig, RemoteForwardConfig};
+use crate::config::{HostPort, LinkConfig, RemoteForwardConfig, TunConfig};
 use crate::driver::Handle;
 pub use listeners::Listener;
+use sshvpn_proto::connection::tun::TUN_ADDRESS_REQUEST;
+use sshvpn_proto::wire::Reader;
 pub use status::{ForwardState, LinkPhase, LinkStatus, TunStatus};
 pub use trust::LinkTrust;
 pub use tun::LinkTun;
@@ -81,8 +83,9 @@ pub struct Link {
     status_tx: watch::Sender<LinkStatus>,
     cmds: mpsc::Sender<LinkCmd>,
     task: tokio::task::JoinHandle<()>,
-    /// The TUN device, routes and bridge, when `[link.tun]` is configured and was set up.
-    pub tun: Option<Arc<LinkTun>>,
+    /// The TUN device, routes and bridge, once set up (at start, or when the server assigns
+    /// the address).
+    pub tun: TunSlot,
     /// Bound listeners, in the order of `status.listeners`; `None` where binding failed.
     listeners: Vec<(Listener, Option<tokio::task::JoinHandle<()>>)>,
 }
@@ -112,43 +115,26 @@ impl Link {
             });
             bound.push((listener, result.ok()));
         }
-        let tun = match &config.tun {
-            Some(t) => {
-                let server = resolve(&config.host, config.port).await;
-                match tracing::Instrument::instrument(tun::setup(t.get_ref(), server), span.clone())
-                    .await
-                {
-                    Ok(lt) => {
-                        let lt = Arc::new(lt);
-                        let name = lt.bridge.name.clone();
-                        let (addresses, routes) = (
-                            lt.addresses.clone(),
-                            lt.routes.lock().await.description.clone(),
-                        );
-                        status_tx.send_modify(|s| {
-                            s.tun = Some(TunStatus {
-                                device: Some(name),
-                                addresses,
-                                routes,
-                                ..TunStatus::default()
-                            });
-                        });
-                        Some(lt)
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "TUN not set up");
-                        status_tx.send_modify(|s| {
-                            s.tun = Some(TunStatus {
-                                error: Some(e),
-                                ..TunStatus::default()
-                            })
-                        });
-                        None
-                    }
-                }
-            }
-            None => None,
-        };
+        let tun = TunSlot::default();
+        // With a configured address the device comes up now and outlives every outage;
+        // without one it waits for the server's assignment on the first connection.
+        if let Some(t) = config
+            .tun
+            .as_ref()
+            .map(|t| t.get_ref())
+            .filter(|t| t.local.is_some() || t.local6.is_some())
+        {
+            let server = resolve(&config.host, config.port).await;
+            let result = tracing::Instrument::instrument(tun::setup(t, server), span.clone()).await;
+            install_tun(&tun, &status_tx, result).await;
+        } else if config.tun.is_some() {
+            status_tx.send_modify(|s| {
+                s.tun = Some(TunStatus {
+                    error: Some("waiting for the server to assign an address".into()),
+                    ..TunStatus::default()
+                })
+            });
+        }
         let supervisor = Supervisor {
             tun: tun.clone(),
             config: config.clone(),
@@ -250,7 +236,8 @@ impl Link {
             }
         }
         let _ = self.task.await;
-        if let Some(tun) = &self.tun {
+        let installed = self.tun.lock().ok().and_then(|mut t| t.take());
+        if let Some(tun) = installed {
             tun.teardown().await;
         }
     }
@@ -270,7 +257,7 @@ struct Supervisor {
     enabled: bool,
     attempt: u32,
     remote: Arc<remote::RemoteForwards>,
-    tun: Option<Arc<LinkTun>>,
+    tun: TunSlot,
 }
 
 /// Why one connection attempt or connection ended.
@@ -482,7 +469,7 @@ impl Supervisor {
         };
         serving.abort();
         task.abort();
-        if let Some(t) = &self.tun {
+        if let Some(t) = self.tun.lock().ok().and_then(|t| t.clone()) {
             t.bridge.detach();
             self.status.send_modify(|s| {
                 if let Some(ts) = s.tun.as_mut() {
@@ -493,35 +480,95 @@ impl Supervisor {
         ended
     }
 
-    /// Opens the tun channel (point-to-point) and hands it to the bridge.
+    /// Opens the tun channel (point-to-point) and hands it to the bridge. Without a
+    /// configured address, the server's assignment ("tun-address@sshvpn") sets the device up
+    /// first, or re-addresses it when the server hands out a different one.
     async fn open_tun(&self, handle: &Handle) {
-        let Some(t) = &self.tun else { return };
-        let unit = self
-            .config
-            .tun
-            .as_ref()
-            .and_then(|c| c.get_ref().remote_unit);
+        let Some(cfg) = self.config.tun.as_ref().map(|t| t.get_ref().clone()) else {
+            return;
+        };
         let kind = ChannelKind::Tun {
             mode: TunMode::PointToPoint,
-            unit,
+            unit: cfg.remote_unit,
         };
-        let result = handle.open(kind).await;
-        let (open, error) = match result {
-            Ok(stream) => {
-                t.bridge.attach(stream);
-                (true, None)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "the server refused the tunnel");
-                (false, Some(format!("the server refused the tunnel: {e}")))
+        let result = match handle.open(kind).await {
+            Err(e) => Err(format!("the server refused the tunnel: {e}")),
+            Ok(mut stream) => {
+                let assigned = cfg.local.is_none() && cfg.local6.is_none();
+                let ready = if assigned {
+                    self.apply_assignment(&cfg, &mut stream).await
+                } else {
+                    Ok(())
+                };
+                match (ready, self.tun.lock().ok().and_then(|t| t.clone())) {
+                    (Ok(()), Some(t)) => {
+                        // The client does not wait for the channel to end: the supervisor sees the connection end.
+                        drop(t.bridge.attach(stream));
+                        Ok(())
+                    }
+                    (Ok(()), None) => Err("the TUN device is not set up (see the log)".into()),
+                    (Err(e), _) => Err(e),
+                }
             }
         };
+        if let Err(e) = &result {
+            tracing::warn!(error = %e, "tunnel not up");
+        }
         self.status.send_modify(|s| {
             if let Some(ts) = s.tun.as_mut() {
-                ts.channel_open = open;
-                ts.error = error;
+                ts.channel_open = result.is_ok();
+                ts.error = result.err();
             }
         });
+    }
+
+    async fn apply_assignment(
+        &self,
+        cfg: &TunConfig,
+        stream: &mut crate::driver::ChannelStream,
+    ) -> Result<(), String> {
+        let assignment = tokio::time::timeout(ASSIGNMENT_TIMEOUT, async {
+            loop {
+                match stream.reader.recv().await {
+                    crate::driver::Inbound::Request { request, data } if request == TUN_ADDRESS_REQUEST => {
+                        let mut r = Reader::new(&data);
+                        let addr = r.utf8("tun address").ok()?.parse::<crate::config::Cidr>().ok()?;
+                        return Some(addr);
+                    }
+                    crate::driver::Inbound::Request { .. } => continue,
+                    _ => return None,
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten()
+        .ok_or("the server assigned no tunnel address (is it sshvpnd with tun_pool? otherwise set [link.tun] local)")?;
+        let current = self.tun.lock().ok().and_then(|t| t.clone());
+        if current
+            .as_ref()
+            .is_some_and(|t| t.addresses == [assignment.to_string()])
+        {
+            return Ok(());
+        }
+        if let Some(old) = current {
+            old.teardown().await;
+        }
+        let mut with_address = cfg.clone();
+        if assignment.addr.is_ipv4() {
+            with_address.local = Some(assignment);
+        } else {
+            with_address.local6 = Some(assignment);
+        }
+        tracing::info!(address = %assignment, "the server assigned the tunnel address");
+        let server = resolve(&self.config.host, self.config.port).await;
+        install_tun(
+            &self.tun,
+            &self.status,
+            tun::setup(&with_address, server).await,
+        )
+        .await;
+        Ok(())
     }
 
     /// Waits for an Up or Down command, applying forward changes as they come (and, when
@@ -637,6 +684,46 @@ fn set_phase(status: &watch::Sender<LinkStatus>, phase: LinkPhase) {
             s.since = SystemTime::now();
         }
     });
+}
+
+/// Where a link's TUN side lives once set up; shared by the link and its supervisor.
+pub type TunSlot = Arc<std::sync::Mutex<Option<Arc<LinkTun>>>>;
+
+/// How long a link waits for the server's tunnel address after opening the channel.
+const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts a freshly set-up TUN side in place and reports it (or the error) in the status.
+async fn install_tun(
+    slot: &TunSlot,
+    status: &watch::Sender<LinkStatus>,
+    result: Result<LinkTun, String>,
+) {
+    match result {
+        Ok(lt) => {
+            let routes = lt.routes.lock().await.description.clone();
+            let (name, addresses) = (lt.bridge.name.clone(), lt.addresses.clone());
+            if let Ok(mut s) = slot.lock() {
+                *s = Some(Arc::new(lt));
+            }
+            status.send_modify(|s| {
+                s.tun = Some(TunStatus {
+                    device: Some(name),
+                    addresses,
+                    routes,
+                    ..TunStatus::default()
+                });
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "TUN not set up");
+            status.send_modify(|s| {
+                s.tun = Some(TunStatus {
+                    error: Some(e),
+                    ..TunStatus::default()
+                })
+            });
+        }
+    }
 }
 
 /// The server's address, for keeping it out of a full tunnel (first resolved address).

@@ -244,7 +244,11 @@ async fn channel_to_device(
                     break;
                 }
             };
-            let Inbound::Data(data) = item else { break };
+            let data = match item {
+                Inbound::Data(data) => data,
+                Inbound::Request { .. } => continue,
+                Inbound::Eof | Inbound::Closed => break,
+            };
             decoder.push(&data);
             loop {
                 match decoder.next_packet() {

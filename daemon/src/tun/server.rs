@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::OpenFailure;
+use sshvpn_proto::connection::tun::TUN_ADDRESS_REQUEST;
+use sshvpn_proto::wire::Writer;
 use tun_rs::DeviceBuilder;
 
 use super::bridge::{SourceFilter, TunBridge};
@@ -117,9 +119,19 @@ pub async fn serve_channel(
         }
     };
     let name = device.name.clone();
-    let Ok(stream) = ch.accept().await else {
+    let Ok(mut stream) = ch.accept().await else {
         return;
     };
+    // Tell an sshvpnd client which address it got; OpenSSH clients ignore this request.
+    let mut assignment = Vec::new();
+    let client = Cidr {
+        addr: IpAddr::V4(lease.addr),
+        prefix: pool.net.prefix,
+    };
+    Writer::new(&mut assignment)
+        .string(client.to_string())
+        .string(pool.gateway().to_string());
+    stream.writer.request(TUN_ADDRESS_REQUEST, assignment).await;
     tracing::info!(device = %name, client = %lease.addr, gateway = %pool.gateway(), "tunnel up");
     let bridge = TunBridge::start_filtered(
         device,

@@ -230,6 +230,30 @@ impl Channels {
         }
     }
 
+    /// Sends a channel request that wants no reply (RFC 4254 §5.4); `data` is appended as is.
+    pub fn send_request(
+        &mut self,
+        id: ChannelId,
+        request: &str,
+        data: &[u8],
+        tx: &mut Tx,
+    ) -> Result<(), ChannelError> {
+        let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
+        if ch.phase != Phase::Open || ch.sent_close {
+            return Err(ChannelError::NotOpen(id));
+        }
+        let remote = ch.remote_id;
+        tx.send(|b| {
+            Writer::new(b)
+                .u8(MsgType::CHANNEL_REQUEST.0)
+                .u32(remote)
+                .string(request)
+                .bool(false)
+                .raw(data);
+        });
+        Ok(())
+    }
+
     pub fn send_eof(&mut self, id: ChannelId, tx: &mut Tx) -> Result<(), ChannelError> {
         let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
         if ch.phase != Phase::Open {
@@ -419,15 +443,26 @@ impl Channels {
             }
             MsgType::CHANNEL_REQUEST => {
                 let id = r.u32()?;
-                let _request = r.string()?;
+                let request = String::from_utf8_lossy(r.string()?)
+                    .chars()
+                    .take(64)
+                    .collect::<String>();
                 let want_reply = r.bool()?;
+                let data = r.rest();
                 let ch = self.expect(id, Phase::Open, msg)?;
-                // No channel requests apply to our channel types; "eow@openssh.com" and the
-                // like need no answer, anything asking for one is refused.
+                // Requests that want an answer are refused: none apply to our channel types.
+                // Those that do not ("eow@openssh.com", sshvpn's own "tun-address@sshvpn")
+                // are handed to the application, bounded by the packet size.
                 if want_reply && !ch.sent_close {
                     let remote = ch.remote_id;
                     tx.send(|b| {
                         Writer::new(b).u8(MsgType::CHANNEL_FAILURE.0).u32(remote);
+                    });
+                } else if !want_reply && !ch.recv_close {
+                    events.push_back(Event::ChannelRequest {
+                        id: ChannelId(id),
+                        request,
+                        data: data.to_vec(),
                     });
                 }
                 Ok(())

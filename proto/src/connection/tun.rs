@@ -16,6 +16,11 @@ pub const AF_INET6: u32 = 24;
 /// per packet from its tun device, but sshvpnd peers may use a larger MTU.
 pub const MAX_TUN_PACKET: usize = 65536 + 4;
 
+/// sshvpn's own channel request on a tun channel, server to client, no reply: the address
+/// the server leased to the client (string "10.77.0.2/24") and the server's own (string).
+/// OpenSSH clients ignore it, as RFC 4254 §5.4 lets them.
+pub const TUN_ADDRESS_REQUEST: &str = "tun-address@sshvpn";
+
 /// The address family header for an IP packet, from its version nibble.
 pub fn address_family(packet: &[u8]) -> Option<u32> {
     match packet.first().map(|b| b >> 4) {
