@@ -207,16 +207,7 @@ impl ClientAuth {
                 self.send_signed(tx, &blob, &signature);
             }
             Identity::External(key) => {
-                let blob = key.blob();
-                let user = &self.user;
-                tx.send(|b| {
-                    let mut w = Writer::new(b);
-                    w.u8(MsgType::USERAUTH_REQUEST.0)
-                        .string(user)
-                        .string(SERVICE_CONNECTION)
-                        .string(METHOD_PUBLICKEY);
-                    w.bool(false).string(ED25519).string(&blob);
-                });
+                self.send_publickey(tx, &key.blob(), None);
                 self.step = Step::AwaitPkOk;
             }
         }
@@ -224,6 +215,13 @@ impl ClientAuth {
     }
 
     fn send_signed(&mut self, tx: &mut Tx, blob: &[u8], signature: &[u8]) {
+        self.send_publickey(tx, blob, Some(signature));
+        self.step = Step::AwaitPublicKeyResult;
+    }
+
+    /// RFC 4252 §7: a publickey request, signed, or without a signature to ask whether the
+    /// key would be accepted.
+    fn send_publickey(&self, tx: &mut Tx, blob: &[u8], signature: Option<&[u8]>) {
         let user = &self.user;
         tx.send(|b| {
             let mut w = Writer::new(b);
@@ -231,8 +229,10 @@ impl ClientAuth {
                 .string(user)
                 .string(SERVICE_CONNECTION)
                 .string(METHOD_PUBLICKEY);
-            w.bool(true).string(ED25519).string(blob).string(signature);
+            w.bool(signature.is_some()).string(ED25519).string(blob);
+            if let Some(sig) = signature {
+                w.string(sig);
+            }
         });
-        self.step = Step::AwaitPublicKeyResult;
     }
 }
