@@ -48,6 +48,24 @@ impl Server {
         })
     }
 
+    /// Serves a socket handed over by socket activation (the unit owns its path and mode).
+    pub fn from_std(
+        listener: std::os::unix::net::UnixListener,
+        path: &Path,
+        daemon: Arc<Mutex<Daemon>>,
+    ) -> Result<Server, String> {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("activated control socket: {e}"))?;
+        let listener = UnixListener::from_std(listener)
+            .map_err(|e| format!("activated control socket: {e}"))?;
+        Ok(Server {
+            listener,
+            path: path.to_owned(),
+            daemon,
+        })
+    }
+
     pub async fn run(self) {
         let me = crate::daemon::uid();
         loop {

@@ -11,6 +11,7 @@ pub mod link;
 pub mod policy;
 pub mod server;
 pub mod socks;
+pub mod systemd;
 pub mod trust;
 pub mod tun;
 

@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use sshvpnd::config::Config;
 use sshvpnd::daemon::{Daemon, default_control_socket};
+use sshvpnd::systemd::{self, Notifier};
+use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Debug, Parser)]
@@ -72,13 +74,7 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
-    // Colours only for a person at a terminal, never in files or the journal.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging(filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -95,7 +91,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to journald with structured fields (link, peer, channel spans) when systemd connected
+/// stderr to the journal (JOURNAL_STREAM), to stderr otherwise; colours only on a terminal.
+fn init_logging(filter: tracing_subscriber::EnvFilter) {
+    use tracing_subscriber::prelude::*;
+    let journal = std::env::var_os("JOURNAL_STREAM")
+        .is_some()
+        .then(tracing_journald::layer)
+        .and_then(Result::ok);
+    match journal {
+        Some(layer) => tracing_subscriber::registry()
+            .with(filter)
+            .with(layer)
+            .init(),
+        None => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
+}
+
 async fn run(config: Config, path: PathBuf) -> Result<(), String> {
+    let notifier = Notifier::from_env();
     let socket_path = config
         .daemon
         .control_socket
@@ -104,27 +125,62 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    // Binding every listener happens inside start, so READY=1 below means they are bound.
     let daemon = Daemon::start(config, &path).await?;
     let daemon = std::sync::Arc::new(tokio::sync::Mutex::new(daemon));
-    let control = sshvpnd::control::Server::bind(&socket_path, daemon.clone()).await?;
-    tracing::info!(control = %socket_path.display(), "sshvpnd running");
+    let (control, activated) = match systemd::activated_control_socket() {
+        Some(listener) => (
+            sshvpnd::control::Server::from_std(listener, &socket_path, daemon.clone())?,
+            true,
+        ),
+        None => (
+            sshvpnd::control::Server::bind(&socket_path, daemon.clone()).await?,
+            false,
+        ),
+    };
+    tracing::info!(control = %socket_path.display(), activated, "sshvpnd running");
     let control_task = tokio::spawn(control.run());
+    let mut last_status = systemd::status_line(&daemon.lock().await.statuses());
+    notifier.ready(&last_status);
+    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let watchdog = systemd::watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
+                notifier.reloading();
                 let mut d = daemon.lock().await;
                 match d.reload().await {
                     Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
                     Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration is unchanged"),
                 }
+                last_status = systemd::status_line(&d.statuses());
+                notifier.ready(&last_status);
+            }
+            _ = status_tick.tick() => {
+                let line = systemd::status_line(&daemon.lock().await.statuses());
+                if line != last_status {
+                    notifier.status(&line);
+                    last_status = line;
+                }
+            }
+            _ = watchdog_tick.tick(), if watchdog.is_some() => {
+                // Ping only if the daemon's state can still be reached: a wedged daemon
+                // stops pinging and systemd restarts it.
+                if tokio::time::timeout(Duration::from_secs(1), daemon.lock()).await.is_ok() {
+                    notifier.watchdog();
+                }
             }
         }
     }
     tracing::info!("shutting down");
+    notifier.stopping();
     control_task.abort();
-    let _ = std::fs::remove_file(&socket_path);
+    if !activated {
+        let _ = std::fs::remove_file(&socket_path);
+    }
     daemon.lock().await.shutdown().await;
     Ok(())
 }
