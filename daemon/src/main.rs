@@ -26,6 +26,12 @@ struct Args {
         default_value = "/etc/sshvpn/sshvpnd.toml"
     )]
     config: PathBuf,
+    /// The control socket (overrides `[daemon] control_socket`; templated units use it).
+    #[arg(long, value_name = "PATH")]
+    control_socket: Option<PathBuf>,
+    /// The state directory (overrides `[daemon] state_dir`).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Check the configuration and exit: 0 when it is valid.
     #[arg(long)]
     check_config: bool,
@@ -53,7 +59,15 @@ fn main() -> ExitCode {
         };
     }
     let config = match Config::load(&args.config) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if args.control_socket.is_some() {
+                c.daemon.control_socket = args.control_socket.clone();
+            }
+            if args.state_dir.is_some() {
+                c.daemon.state_dir = args.state_dir.clone();
+            }
+            c
+        }
         Err(e) => {
             eprintln!("sshvpnd: {e}");
             return ExitCode::from(1);
