@@ -143,3 +143,53 @@ async fn ready_status_watchdog_and_reload_notifications() {
     manager.wait_for("STOPPING=1", Duration::from_secs(5)).await;
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_by_socket_activation() {
+    let dir = TestDir::new();
+    let activate = sshvpn_tests::harness::require("systemd-socket-activate");
+    let sock = dir.path().join("activated.sock");
+    let config = dir.path().join("empty.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    // systemd-socket-activate binds the socket and starts sshvpnd on the first connection,
+    // passing it as fd 3 (LISTEN_FDS=1), as sshvpnd.socket does.
+    let mut daemon = tokio::process::Command::new(activate)
+        .arg("-l")
+        .arg(&sock)
+        .arg(sshvpn_tests::daemon::binary("sshvpnd"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--control-socket")
+        .arg(&sock)
+        .kill_on_drop(true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    for _ in 0..100 {
+        if sock.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = tokio::process::Command::new(sshvpn_tests::daemon::binary("sshvpnctl"))
+        .arg("--socket")
+        .arg(&sock)
+        .args(["--json", "status"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"response\":\"status\""));
+    let _ = daemon.kill().await;
+}
