@@ -5,6 +5,11 @@
 //!   netprobe send ADDR:PORT BYTES           send a deterministic pattern, print "BYTES SHA256"
 //!   netprobe udp-echo ADDR:PORT             echo UDP datagrams for 60 s
 //!   netprobe udp-ping ADDR:PORT COUNT       send COUNT datagrams, print how many came back
+//!   netprobe sink-forever ADDR:PORT         accept connections and discard what they send
+//!   netprobe echo-forever ADDR:PORT         accept connections and echo what they send
+//!   netprobe socks-send PROXY HOST:PORT SECS   push data through SOCKS5 for SECS, print Gbit/s
+//!   netprobe socks-hold PROXY HOST:PORT N   open N SOCKS5 connections, print "held", wait for stdin EOF
+//!   netprobe first-byte ADDR:PORT SECS      poll until a TCP echo answers, print the seconds it took
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -99,11 +104,97 @@ fn main() {
             }
             println!("{got}");
         }
+        ["echo-forever", addr] => {
+            let l = TcpListener::bind(addr).expect("bind");
+            println!("listening");
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = vec![0u8; 1 << 16];
+                    while let Ok(n) = s.read(&mut buf) {
+                        if n == 0 || s.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+        ["sink-forever", addr] => {
+            let l = TcpListener::bind(addr).expect("bind");
+            println!("listening");
+            for s in l.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut s = s;
+                    let mut buf = vec![0u8; 1 << 16];
+                    while matches!(s.read(&mut buf), Ok(n) if n > 0) {}
+                });
+            }
+        }
+        ["socks-send", proxy, target, secs] => {
+            let secs: f64 = secs.parse().expect("secs");
+            let mut s = socks_connect(proxy, target);
+            let block = vec![0x5au8; 1 << 17];
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while start.elapsed().as_secs_f64() < secs {
+                s.write_all(&block).expect("write");
+                sent += block.len() as u64;
+            }
+            let gbit = sent as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9;
+            println!("{gbit:.3}");
+        }
+        ["socks-hold", proxy, target, n] => {
+            let n: usize = n.parse().expect("n");
+            let held: Vec<TcpStream> = (0..n).map(|_| socks_connect(proxy, target)).collect();
+            println!("held {}", held.len());
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(held);
+        }
+        ["first-byte", addr, secs] => {
+            let limit = Duration::from_secs_f64(secs.parse().expect("secs"));
+            let start = Instant::now();
+            loop {
+                if let Ok(mut s) = TcpStream::connect(addr) {
+                    s.set_read_timeout(Some(Duration::from_millis(500))).ok();
+                    let mut b = [0u8; 1];
+                    if s.write_all(b"x").is_ok() && matches!(s.read(&mut b), Ok(1)) {
+                        println!("{:.4}", start.elapsed().as_secs_f64());
+                        return;
+                    }
+                }
+                assert!(
+                    start.elapsed() < limit,
+                    "no echo through {addr} within {limit:?}"
+                );
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
         _ => {
-            eprintln!("usage: netprobe sink|send|udp-echo|udp-ping …");
+            eprintln!(
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte …"
+            );
             std::process::exit(2);
         }
     }
+}
+
+/// A minimal SOCKS5 CONNECT (no auth, domain-name address type).
+fn socks_connect(proxy: &str, target: &str) -> TcpStream {
+    let (host, port) = target.rsplit_once(':').expect("host:port");
+    let port: u16 = port.parse().expect("port");
+    let mut s = connect_retry(proxy);
+    s.write_all(&[5, 1, 0]).expect("greeting");
+    let mut m = [0u8; 2];
+    s.read_exact(&mut m).expect("method");
+    let mut req = vec![5, 1, 0, 3, host.len() as u8];
+    req.extend_from_slice(host.as_bytes());
+    req.extend_from_slice(&port.to_be_bytes());
+    s.write_all(&req).expect("request");
+    let mut reply = [0u8; 10];
+    s.read_exact(&mut reply).expect("reply");
+    assert_eq!(reply[1], 0, "SOCKS reply {}", reply[1]);
+    s
 }
 
 fn connect_retry(addr: &str) -> TcpStream {

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# sshvpnd against OpenSSH, measured in the same run, alternating, on two network namespaces
+# joined by a veth pair (client "C", server "S"). Prints one markdown table of medians and the
+# ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
+#   ROUNDS=3 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-3}
+SECS=${SECS:-5}
+CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
+for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
+[ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
+cargo build --release -q -p sshvpnd -p sshvpnctl -p sshvpn-tests --bins
+bin=$PWD/target/release
+work=$(mktemp -d /tmp/sshvpn-bench.XXXXXX)
+C=svbc$$; S=svbs$$
+cleanup() {
+  for ns in $C $S; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del $ns 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+inC() { ip netns exec $C "$@"; }
+inS() { ip netns exec $S "$@"; }
+ip netns add $C; ip netns add $S
+ip link add bvc$$ netns $C type veth peer name bvs$$ netns $S
+ip -n $C addr add 10.210.0.1/24 dev bvc$$; ip -n $S addr add 10.210.0.2/24 dev bvs$$
+for ns in $C $S; do ip -n $ns link set lo up; done
+ip -n $C link set bvc$$ up; ip -n $S link set bvs$$ up
+
+ssh-keygen -q -t ed25519 -N '' -f "$work/host" ; ssh-keygen -q -t ed25519 -N '' -f "$work/user"
+cp "$work/user.pub" "$work/authorized_keys"
+mkdir -p /run/sshd
+cat > "$work/sshd_config" <<CFG
+Port 22
+ListenAddress 10.210.0.2
+HostKey $work/host
+AuthorizedKeysFile $work/authorized_keys
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PidFile none
+PermitRootLogin prohibit-password
+PermitTunnel point-to-point
+MaxStartups 2000
+MaxSessions 2000
+CFG
+inS /usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
+cat > "$work/server.toml" <<CFG
+[daemon]
+control_socket = "$work/server.sock"
+state_dir = "$work/server-state"
+[server]
+listen = ["10.210.0.2:2222"]
+host_keys = ["$work/host"]
+authorized_keys = "$work/authorized_keys"
+tun_pool = "10.78.0.0/24"
+max_startups = 2000
+CFG
+inS "$bin/sshvpnd" -c "$work/server.toml" 2>"$work/server.log" &
+inS iperf3 -s -D -p 5201 >/dev/null
+inS "$bin/netprobe" sink-forever 0.0.0.0:5400 >/dev/null &
+inS "$bin/netprobe" echo-forever 0.0.0.0:5401 >/dev/null &
+echo "10.210.0.2 $(cut -d' ' -f1,2 "$work/host.pub")" > "$work/known_hosts"
+echo "[10.210.0.2]:2222 $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"
+sleep 1
+
+SSH=(ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -o IdentitiesOnly=yes -i "$work/user")
+# Listening, checked without connecting (a probe through a forward would upset iperf3 -s).
+wait_port() { for _ in $(seq 200); do inC ss -Hltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.05; done; echo "bench: port $1 never opened" >&2; return 1; }
+# Gbit/s received, or "nan" (a failed run must not end the benchmark).
+iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g 2>/dev/null | awk '/receiver/ {print $7}' || true); echo "${v:-nan}"; }
+median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# Median per-packet RTT (ms) of 40 pings: one slow first packet must not decide it.
+rtt() { inC ping -c 40 -i 0.02 "$1" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | median; }
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+declare -A R
+
+client_cfg() { # name cipher extra…
+  cat > "$work/$1.toml" <<CFG
+[daemon]
+control_socket = "$work/$1.sock"
+state_dir = "$work/$1-state"
+[[link]]
+name = "b"
+host = "10.210.0.2"
+port = ${3:-22}
+user = "root"
+identity = "$work/user"
+known_hosts = "$work/known_hosts"
+ciphers = ["$2"]
+$4
+CFG
+}
+start_vpnd() { ip netns exec $C "$bin/sshvpnd" -c "$work/$1.toml" 2>"$work/$1.log" & VPND=$!; for _ in $(seq 200); do "$bin/sshvpnctl" --socket "$work/$1.sock" --json status 2>/dev/null | grep -q '"state":"up"' && return 0; sleep 0.05; done; echo "bench: link $1 did not come up" >&2; cat "$work/$1.log" >&2; return 1; }
+stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
+sshd_tun() { for _ in $(seq 100); do t=$(ip -n $S -o link show | grep -o 'tun[0-9]*' | tail -1 || true); [ -n "$t" ] && break; sleep 0.05; done; ip -n $S addr replace 10.79.0.1/30 dev "$t"; ip -n $S link set "$t" up; }
+
+for cipher in $CIPHERS; do
+  short=${cipher%%@*}
+  for round in $(seq "$ROUNDS"); do
+    # -L forward
+    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6001:10.210.0.2:5201 root@10.210.0.2 & P=$!; wait_port 6001
+    R[fwd_ossh_$short]+="$(iperf 127.0.0.1 6001) "; stop $P
+    client_cfg fwd "$cipher" 22 $'[[link.forward]]\nlisten = "127.0.0.1:6002"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6003"'
+    start_vpnd fwd; R[fwd_vpnd_$short]+="$(iperf 127.0.0.1 6002) "
+    R[socks_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6003 10.210.0.2:5400 "$SECS") "; stop $VPND
+    # -D SOCKS
+    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -D 127.0.0.1:6004 root@10.210.0.2 & P=$!; wait_port 6004
+    R[socks_ossh_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6004 10.210.0.2:5400 "$SECS") "; stop $P
+    # TUN to sshd: ssh -w, then an sshvpnd link
+    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
+    for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
+    ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
+    R[tunsshd_ossh_$short]+="$(iperf 10.79.0.1) "
+    R[lat_ossh_$short]+="$(rtt 10.79.0.1) "; stop $P
+    client_cfg tun "$cipher" 22 $'[link.tun]\nlocal = "10.79.0.2/30"\nmtu = 1500'
+    start_vpnd tun; sshd_tun
+    R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "
+    R[lat_vpnd_$short]+="$(rtt 10.79.0.1) "; stop $VPND
+    # TUN between two sshvpnd (the server end is sshvpnd with tun_pool)
+    client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
+    start_vpnd tunv
+    R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "
+    R[latv_vpnd_$short]+="$(rtt 10.78.0.1) "; stop $VPND
+  done
+done
+R[lat_veth]="$(rtt 10.210.0.2)"
+
+# Start to first byte through a forward (echo service on the server side).
+for round in $(seq "$ROUNDS"); do
+  t0=$(date +%s.%N)
+  ip netns exec $C "${SSH[@]}" -N -L 127.0.0.1:6011:10.210.0.2:5401 root@10.210.0.2 & P=$!
+  fb=$(inC "$bin/netprobe" first-byte 127.0.0.1:6011 20); stop $P
+  R[first_ossh]+="$(echo "$(date +%s.%N) $t0 $fb" | awk '{print $3}') "
+  client_cfg fb aes256-gcm@openssh.com 22 $'[[link.forward]]\nlisten = "127.0.0.1:6012"\nconnect = "10.210.0.2:5401"'
+  sed -i 's/^ciphers = .*//' "$work/fb.toml"
+  ip netns exec $C "$bin/sshvpnd" -c "$work/fb.toml" 2>"$work/fb.log" & VPND=$!
+  R[first_vpnd]+="$(inC "$bin/netprobe" first-byte 127.0.0.1:6012 20) "; stop $VPND
+done
+
+# Memory: one idle link, then 1,000 concurrent SOCKS connections, then after they close.
+client_cfg mem aes256-gcm@openssh.com 22 $'[[link.socks]]\nlisten = "127.0.0.1:6021"'
+start_vpnd mem; sleep 0.5
+R[rss_idle_vpnd]=$(rss_kib $VPND)
+exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6021 10.210.0.2:5400 1000 > "$work/hold.out")
+for _ in $(seq 400); do grep -q held "$work/hold.out" 2>/dev/null && break; sleep 0.05; done
+R[rss_1000_vpnd]=$(rss_kib $VPND)
+grep -q "held 1000" "$work/hold.out" || echo "bench: only $(cat "$work/hold.out") SOCKS connections through sshvpnd" >&2
+exec 5>&-; sleep 2
+R[rss_after_vpnd]=$(rss_kib $VPND); stop $VPND
+ip netns exec $C "${SSH[@]}" -N -D 127.0.0.1:6022 root@10.210.0.2 & P=$!; wait_port 6022; sleep 0.5
+# The ssh client plus this connection's sshd processes (privileged monitor and session).
+ossh_rss() { local s=$(rss_kib $P); for q in $(pgrep -f "^sshd: root"); do s=$((s + $(rss_kib $q))); done; echo $s; }
+R[rss_idle_ossh]=$(ossh_rss)
+exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6022 10.210.0.2:5400 1000 > "$work/hold2.out")
+for _ in $(seq 400); do grep -q held "$work/hold2.out" 2>/dev/null && break; sleep 0.05; done
+R[rss_1000_ossh]=$(ossh_rss)
+exec 5>&-; sleep 2; R[rss_after_ossh]=$(ossh_rss); stop $P
+
+row() { # label vpnd-values ossh-values unit higher-is-better
+  local v o; v=$(echo $2 | tr ' ' '\n' | grep -v '^$' | median); o=$(echo $3 | tr ' ' '\n' | grep -v '^$' | median)
+  printf "| %s | %s %s | %s %s | %s |\n" "$1" "$v" "$4" "$o" "$4" "$(awk -v a="$v" -v b="$o" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }')"
+}
+echo
+echo "| figure | sshvpnd | OpenSSH | ratio sshvpnd/OpenSSH |"
+echo "| --- | --- | --- | --- |"
+for cipher in $CIPHERS; do
+  s=${cipher%%@*}
+  row "TUN sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[tunvpnd_vpnd_$s]}" "${R[tunsshd_ossh_$s]}" "Gbit/s"
+  row "TUN to sshd ($s)" "${R[tunsshd_vpnd_$s]}" "${R[tunsshd_ossh_$s]}" "Gbit/s"
+  row "forward -L ($s)" "${R[fwd_vpnd_$s]}" "${R[fwd_ossh_$s]}" "Gbit/s"
+  row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]}" "${R[socks_ossh_$s]}" "Gbit/s"
+  row "ping RTT through a tunnel to sshd, median ($s; bare veth ${R[lat_veth]} ms)" "${R[lat_vpnd_$s]}" "${R[lat_ossh_$s]}" "ms"
+  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]}" "${R[lat_ossh_$s]}" "ms"
+done
+row "start to first byte through a forward" "${R[first_vpnd]}" "${R[first_ossh]}" "s"
+row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]}" "${R[rss_idle_ossh]}" "KiB"
+row "RSS, 1,000 SOCKS connections" "${R[rss_1000_vpnd]}" "${R[rss_1000_ossh]}" "KiB"
+row "RSS after they closed" "${R[rss_after_vpnd]}" "${R[rss_after_ossh]}" "KiB"
+echo
+echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"
