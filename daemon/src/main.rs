@@ -176,6 +176,7 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     let mut last_status = systemd::status_line(&daemon.lock().await.statuses());
     notifier.ready(&last_status);
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut open_streams = 0;
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
@@ -193,6 +194,12 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
                 notifier.ready(&last_status);
             }
             _ = status_tick.tick() => {
+                // After connections close, give their memory back (checked once a second).
+                let now_open = sshvpnd::driver::OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
+                if now_open < open_streams {
+                    systemd::release_free_memory();
+                }
+                open_streams = now_open;
                 let line = systemd::status_line(&daemon.lock().await.statuses());
                 if line != last_status {
                     notifier.status(&line);

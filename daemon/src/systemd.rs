@@ -91,3 +91,15 @@ pub fn status_line(links: &[LinkStatus]) -> String {
     }
     line
 }
+
+/// Returns memory freed by closed connections to the system. glibc's allocator keeps freed
+/// heap otherwise, and RSS would stay at its peak after a burst of connections.
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    #[allow(unsafe_code)] // No safe binding exists for malloc_trim.
+    // SAFETY: malloc_trim only walks and shrinks the allocator's own free lists; it takes no
+    // pointers from us and is thread-safe in glibc.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

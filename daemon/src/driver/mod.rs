@@ -21,7 +21,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
-pub use stream::{ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, splice};
+pub use stream::{
+    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, OPEN_STREAMS, splice,
+};
 
 /// Bytes a channel's writer may have queued in the driver beyond what the SSH window took.
 const CHANNEL_CREDIT: usize = 1 << 20;

@@ -30,6 +30,10 @@ pub enum Inbound {
     Closed,
 }
 
+/// Channel streams alive in this process; the daemon returns freed memory to the system
+/// when this falls (see `main`).
+pub static OPEN_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Both halves of an open channel.
 #[derive(Debug)]
 pub struct ChannelStream {
@@ -45,6 +49,7 @@ impl ChannelStream {
         rx: mpsc::Receiver<Inbound>,
         room: Arc<Notify>,
     ) -> Self {
+        OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             reader: ChannelReader {
                 id,
@@ -146,6 +151,7 @@ impl ChannelWriter {
 
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         if !self.closed {
             let cmd = self.cmd.clone();
             let id = self.id;
@@ -188,14 +194,14 @@ async fn splice_halves<R, W>(
 {
     let up = async {
         loop {
-            let mut buf = vec![0u8; CHUNK];
-            match rd.read(&mut buf).await {
+            // Read into spare capacity: no 64 KiB memset per chunk.
+            let mut buf = Vec::with_capacity(CHUNK);
+            match rd.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => {
                     writer.eof().await;
                     return;
                 }
-                Ok(n) => {
-                    buf.truncate(n);
+                Ok(_) => {
                     if writer.send(buf).await.is_err() {
                         return;
                     }
