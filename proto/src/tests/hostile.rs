@@ -249,3 +249,137 @@ fn malformed_channel_open_fails_only_that_channel() {
         pair.server_error
     );
 }
+
+/// Logs in half-way: the client offered the authorized key (agent-held), the server said
+/// PK_OK, and the client now waits for a signature that never comes.
+fn pair_awaiting_auth() -> Pair {
+    let (mut c, s) = Pair::default_configs();
+    c.identities = vec![crate::Identity::External(super::util::user_key().public())];
+    let mut pair = Pair::new(c, s);
+    pair.hold_sign_requests = true;
+    pair.run();
+    assert!(
+        pair.client_event(|e| matches!(e, crate::Event::SignRequest { .. }))
+            .is_some()
+    );
+    assert!(!pair.server.is_authenticated());
+    assert!(pair.client_error.is_none() && pair.server_error.is_none());
+    pair
+}
+
+#[test]
+fn a_signature_from_another_key_than_the_one_offered_is_refused() {
+    // CVE-2024-45337's shape: offer the authorized key, sign with a stranger's.
+    let mut pair = pair_awaiting_auth();
+    let session_id = *pair.server.session_id().unwrap();
+    let authorized = super::util::user_key();
+    let stranger = crate::Ed25519Key::from_seed(&[66; 32]);
+    let blob = authorized.public().blob();
+    let data = crate::auth::signed_data(&session_id, "alice", "ssh-ed25519", &blob);
+    let forged = stranger.sign_blob(&data);
+    let mut payload = Vec::new();
+    let mut w = Writer::new(&mut payload);
+    w.u8(MsgType::USERAUTH_REQUEST.0)
+        .string("alice")
+        .string("ssh-connection")
+        .string("publickey");
+    w.bool(true)
+        .string("ssh-ed25519")
+        .string(&blob)
+        .string(&forged);
+    pair.client
+        .transport_mut_for_tests()
+        .tx
+        .send(|b| b.extend_from_slice(&payload));
+    pair.run();
+    // The server answered USERAUTH_FAILURE (which the stalled client, expecting nothing,
+    // reports), not SUCCESS.
+    assert!(
+        matches!(
+            &pair.client_error,
+            Some(Error::Unexpected {
+                msg: MsgType::USERAUTH_FAILURE,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.client_error
+    );
+    assert!(
+        !pair.server.is_authenticated(),
+        "a forged signature must not log in"
+    );
+    assert!(
+        pair.server_event(|e| matches!(e, crate::Event::AuthorizeKey { signed: true, .. }))
+            .is_none(),
+        "the application is never asked about an unverified key"
+    );
+}
+
+#[test]
+fn window_overrun_and_unknown_channel_are_protocol_errors() {
+    for overrun in [true, false] {
+        let mut pair = Pair::connected();
+        let (_cid, sid) = pair.open_channel();
+        let _ = sid;
+        // The server's channel id the client addresses is 0; the window is 16 MiB.
+        let recipient = if overrun { 0 } else { 77 };
+        let len = if overrun { 17 << 20 } else { 10 };
+        // Build the message by hand: a real client would never send this.
+        let data = vec![0u8; len.min(200_000)];
+        for _ in 0..if overrun { 90 } else { 1 } {
+            pair.client.transport_mut_for_tests().tx.send(|b| {
+                Writer::new(b)
+                    .u8(MsgType::CHANNEL_DATA.0)
+                    .u32(recipient)
+                    .string(&data);
+            });
+            pair.run();
+            if pair.server_error.is_some() {
+                break;
+            }
+        }
+        let e = pair
+            .server_error
+            .clone()
+            .unwrap_or_else(|| panic!("overrun={overrun}: no error"));
+        assert!(matches!(e, Error::Channel(_)), "{e}");
+        assert_eq!(
+            e.disconnect_reason(),
+            Some(DisconnectReason::PROTOCOL_ERROR)
+        );
+    }
+}
+
+#[test]
+fn maximum_packet_size_of_zero_is_refused() {
+    let mut pair = Pair::connected();
+    pair.client.transport_mut_for_tests().tx.send(|b| {
+        let mut w = Writer::new(b);
+        w.u8(MsgType::CHANNEL_OPEN.0)
+            .string("direct-tcpip")
+            .u32(5)
+            .u32(1 << 20)
+            .u32(0);
+        w.string("h").u32(1).string("o").u32(2);
+    });
+    pair.run();
+    // Refused as a channel (OPEN_FAILURE for channel 5, which this hand-made client then
+    // rightly objects to), not as a connection, and never offered to the application.
+    match &pair.client_error {
+        Some(Error::Channel(why)) => assert!(
+            why.contains("CHANNEL_OPEN_FAILURE") && why.contains('5'),
+            "{why}"
+        ),
+        other => panic!("expected an open failure for channel 5, got {other:?}"),
+    }
+    assert!(
+        matches!(pair.server_error, Some(Error::PeerDisconnected { .. })),
+        "{:?}",
+        pair.server_error
+    );
+    assert!(
+        pair.server_event(|e| matches!(e, crate::Event::ChannelOpenRequest { .. }))
+            .is_none()
+    );
+}

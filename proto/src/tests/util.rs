@@ -31,6 +31,8 @@ pub struct Pair {
     pub server_error: Option<Error>,
     /// Keys the client's "agent" holds, for `Event::SignRequest`.
     pub agent: Vec<Ed25519Key>,
+    /// Leave `SignRequest`s unanswered (in `client_events`): the client then waits mid-auth.
+    pub hold_sign_requests: bool,
     /// Keys the agent was asked to sign with.
     pub signatures_made: Vec<PublicKey>,
     /// Bytes in flight, so tests can tamper with them.
@@ -52,6 +54,7 @@ impl Pair {
             authorized: vec![user_key().public()],
             accept_channels: true,
             agent: Vec::new(),
+            hold_sign_requests: false,
             signatures_made: Vec::new(),
             client_error: None,
             server_error: None,
@@ -104,7 +107,7 @@ impl Pair {
                         self.client_error = Some(e);
                     }
                 }
-                Event::SignRequest { key, data } => {
+                Event::SignRequest { key, data } if !self.hold_sign_requests => {
                     let signer = self.agent.iter().find(|k| k.public() == key);
                     let sig = signer.map(|k| k.sign_blob(&data));
                     if sig.is_some() {
