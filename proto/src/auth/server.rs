@@ -87,7 +87,7 @@ impl ServerAuth {
                 Ok(ServerAuthEvent::None)
             }
             (Step::AwaitRequest, MsgType::USERAUTH_REQUEST) => {
-                self.on_request(&mut r, payload, tx, session_id)
+                self.on_request(&mut r, tx, session_id)
             }
             // RFC 4252 §5.1: requests after success are silently ignored.
             (Step::Done { .. }, MsgType::USERAUTH_REQUEST) => Ok(ServerAuthEvent::None),
@@ -101,7 +101,6 @@ impl ServerAuth {
     fn on_request(
         &mut self,
         r: &mut Reader<'_>,
-        payload: &[u8],
         tx: &mut Tx,
         session_id: &[u8],
     ) -> Result<ServerAuthEvent, Error> {
@@ -140,7 +139,6 @@ impl ServerAuth {
         } else {
             r.finish("USERAUTH_REQUEST")?;
         }
-        let _ = payload;
         let question = KeyQuestion {
             user: user.to_owned(),
             key,

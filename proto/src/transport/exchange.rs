@@ -33,7 +33,6 @@ enum Step {
 #[derive(Debug)]
 pub struct Exchange {
     role: Role,
-    prefs: Preferences,
     initial: bool,
     our_kexinit: Vec<u8>,
     peer_kexinit: Option<Vec<u8>>,
@@ -63,7 +62,6 @@ impl Exchange {
         tx.seal(|b| b.extend_from_slice(&our_kexinit));
         Self {
             role,
-            prefs,
             initial,
             our_kexinit,
             peer_kexinit: None,
@@ -123,7 +121,6 @@ impl Exchange {
         let negotiated = kex::negotiate(self.role == Role::Server, &ours, &theirs)?;
         self.negotiated = Some(negotiated);
         self.peer_kexinit = Some(payload);
-        let _ = &self.prefs;
         match self.role {
             Role::Client => {
                 let eph = Ephemeral::from_random(tx.rng.array());
