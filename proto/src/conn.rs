@@ -213,7 +213,7 @@ impl Connection {
         self.transport.peer_host_key()
     }
 
-    pub fn session_id(&self) -> Option<&[u8; 32]> {
+    pub fn session_id(&self) -> Option<&[u8]> {
         self.transport.session_id()
     }
 
@@ -334,7 +334,7 @@ impl Connection {
             }
             Input::ServerSigAlgs(_) => {}
             Input::Payload(range) => {
-                let session_id = self.transport.session_id().copied().unwrap_or_default();
+                let session_id = self.transport.session_hash();
                 let payload = self.transport.rx.payload(range);
                 let msg = MsgType(payload.first().copied().unwrap_or(0));
                 let tx = &mut self.transport.tx;
@@ -358,16 +358,20 @@ impl Connection {
                     return Ok(());
                 }
                 match &mut self.auth {
-                    Auth::Client(auth) => match auth.on_message(payload, tx, &session_id)? {
-                        ClientAuthEvent::None | ClientAuthEvent::PartialSuccess => {}
-                        ClientAuthEvent::Banner(text) => self.events.push_back(Event::Banner(text)),
-                        ClientAuthEvent::SignRequest { key, data } => {
-                            self.events.push_back(Event::SignRequest { key, data })
+                    Auth::Client(auth) => {
+                        match auth.on_message(payload, tx, session_id.as_bytes())? {
+                            ClientAuthEvent::None | ClientAuthEvent::PartialSuccess => {}
+                            ClientAuthEvent::Banner(text) => {
+                                self.events.push_back(Event::Banner(text))
+                            }
+                            ClientAuthEvent::SignRequest { key, data } => {
+                                self.events.push_back(Event::SignRequest { key, data })
+                            }
+                            ClientAuthEvent::Success => self.on_authenticated(),
                         }
-                        ClientAuthEvent::Success => self.on_authenticated(),
-                    },
+                    }
                     Auth::Server(auth) => {
-                        let event = auth.on_message(payload, tx, &session_id)?;
+                        let event = auth.on_message(payload, tx, session_id.as_bytes())?;
                         self.on_server_auth(event);
                     }
                 }
@@ -415,9 +419,9 @@ impl Connection {
     /// blob), or `None` if it could not be made (the next identity is tried).
     pub fn sign_response(&mut self, signature: Option<Vec<u8>>, now: Instant) -> Result<(), Error> {
         let result = (|| {
-            let session_id = self.transport.session_id().copied().unwrap_or_default();
+            let session_id = self.transport.session_hash();
             if let Auth::Client(auth) = &mut self.auth {
-                auth.signature(signature, &mut self.transport.tx, &session_id)?;
+                auth.signature(signature, &mut self.transport.tx, session_id.as_bytes())?;
             }
             self.process(now)
         })();

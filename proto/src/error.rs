@@ -2,7 +2,7 @@
 
 use crate::transport::hostkey::KeyBlobError;
 use crate::transport::kex::NoCommonAlgorithm;
-use crate::transport::kex::curve25519::EcdhError;
+use crate::transport::kex::method::KexError;
 use crate::transport::packet::PacketError;
 use crate::transport::version::VersionError;
 use crate::wire::{DisconnectReason, MsgType, WireError};
@@ -20,7 +20,7 @@ pub enum Error {
     #[error("key exchange failed: {0}")]
     NoCommonAlgorithm(#[from] NoCommonAlgorithm),
     #[error("key exchange failed: {0}")]
-    Ecdh(#[from] EcdhError),
+    Kex(#[from] KexError),
     #[error("server host key or its signature is invalid: {0}")]
     HostKeySignature(KeyBlobError),
     #[error("host key {fingerprint} was not accepted")]
@@ -65,7 +65,7 @@ impl Error {
             Error::Packet(PacketError::Tag(_)) => R::MAC_ERROR,
             Error::Packet(_) | Error::Malformed(_) | Error::Unexpected { .. } => R::PROTOCOL_ERROR,
             Error::StrictKex(_) | Error::Channel(_) => R::PROTOCOL_ERROR,
-            Error::NoCommonAlgorithm(_) | Error::Ecdh(_) | Error::HostKeySignature(_) => {
+            Error::NoCommonAlgorithm(_) | Error::Kex(_) | Error::HostKeySignature(_) => {
                 R::KEY_EXCHANGE_FAILED
             }
             Error::HostKeyRejected { .. } | Error::HostKeyChanged { .. } => {

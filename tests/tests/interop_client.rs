@@ -9,7 +9,10 @@
 use std::time::Duration;
 
 use sshvpn_proto::transport::cipher::CipherAlg;
-use sshvpn_tests::harness::{EchoServer, Sshd, SshdOptions, TestDir, transfer_echo};
+use sshvpn_proto::transport::kex::KexAlg;
+use sshvpn_tests::harness::{
+    EchoServer, Sshd, SshdOptions, TestDir, openssh_kex_methods, transfer_echo,
+};
 use sshvpn_tests::peers;
 use sshvpnd::trust::HostKeyVerdict;
 use tokio::net::TcpListener;
@@ -60,6 +63,49 @@ async fn moves_64_mib_through_direct_tcpip_with_each_cipher() {
         let info = client.handle.info().await.unwrap();
         assert_eq!(info.cipher.as_deref(), Some(cipher.name()));
         assert!(info.peer_ident.unwrap().starts_with("SSH-2.0-OpenSSH"));
+    }
+}
+
+/// Every key exchange method the installed sshd also knows, each forced alone, then our default
+/// preference list: against OpenSSH 9.2 that must land on a post-quantum hybrid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_key_exchange_method_and_the_default_is_post_quantum() {
+    let (dir, sshd, key, echo) = setup(SshdOptions::default()).await;
+    let theirs = openssh_kex_methods();
+    let common: Vec<KexAlg> = KexAlg::ALL
+        .into_iter()
+        .filter(|k| theirs.iter().any(|t| t == k.name()))
+        .collect();
+    assert!(
+        common.contains(&KexAlg::Sntrup761X25519Sha512OpenSsh),
+        "the installed OpenSSH lacks sntrup761x25519-sha512@openssh.com; it offers {theirs:?}"
+    );
+    let forced = common.iter().map(|&k| Some(k));
+    for kex in forced.chain([None]) {
+        let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |c| {
+            if let Some(kex) = kex {
+                c.transport.preferences.kex = vec![kex];
+            }
+        })
+        .await;
+        let user =
+            tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
+        assert_eq!(
+            user.unwrap().unwrap(),
+            "root",
+            "{kex:?}: sshd log:\n{}",
+            sshd.log()
+        );
+        echo_through(&client, &echo, 4 << 20).await;
+        let info = client.handle.info().await.unwrap();
+        let negotiated = info.kex.unwrap();
+        match kex {
+            Some(kex) => assert_eq!(negotiated, kex.name()),
+            None => assert!(
+                negotiated.starts_with("sntrup761x25519") || negotiated.starts_with("mlkem768"),
+                "default preferences negotiated {negotiated} with OpenSSH, not a hybrid"
+            ),
+        }
     }
 }
 

@@ -260,8 +260,11 @@ impl Config {
                         k.span(),
                         "link.kex",
                         format!(
-                            "unknown key exchange {:?}; supported: curve25519-sha256, curve25519-sha256@libssh.org",
-                            k.get_ref()
+                            "unknown key exchange {:?}; supported: {}",
+                            k.get_ref(),
+                            sshvpn_proto::transport::kex::KexAlg::ALL
+                                .map(|k| k.name())
+                                .join(", ")
                         ),
                     ));
                 }

@@ -271,7 +271,7 @@ fn pair_awaiting_auth() -> Pair {
 fn a_signature_from_another_key_than_the_one_offered_is_refused() {
     // CVE-2024-45337's shape: offer the authorized key, sign with a stranger's.
     let mut pair = pair_awaiting_auth();
-    let session_id = *pair.server.session_id().unwrap();
+    let session_id = pair.server.session_id().unwrap().to_vec();
     let authorized = super::util::user_key();
     let stranger = crate::Ed25519Key::from_seed(&[66; 32]);
     let blob = authorized.public().blob();

@@ -109,10 +109,10 @@ fn rekey_by_volume_under_load_keeps_data_intact() {
         .filter(|e| **e == Event::KeyExchangeDone { initial: false })
         .count();
     assert_eq!(rekeys, server_rekeys);
-    let session_id = *pair.client.session_id().unwrap();
+    let session_id = pair.client.session_id().unwrap().to_vec();
     assert_eq!(
         pair.server.session_id(),
-        Some(&session_id),
+        Some(&session_id[..]),
         "session id survives re-keys"
     );
 }

@@ -6,8 +6,9 @@ use super::Role;
 use super::Tx;
 use super::cipher::{CipherAlg, OpeningKey, SealingKey};
 use super::hostkey::{Ed25519Key, PublicKey};
-use super::kex::curve25519::{self, Ephemeral, HashInputs, SharedSecret};
-use super::kex::{self, KexInit, Negotiated, Preferences};
+use super::kex::hash::{self, HashAlg, HashInputs, HashValue, SharedSecret};
+use super::kex::method::ClientSecret;
+use super::kex::{self, KexAlg, KexInit, Negotiated, Preferences};
 use super::version::OUR_IDENT;
 use crate::error::Error;
 use crate::wire::{MsgType, Reader, Writer};
@@ -25,7 +26,8 @@ pub enum KexOutcome {
 #[derive(Debug)]
 enum Step {
     AwaitPeerKexInit,
-    ClientAwaitReply(Ephemeral),
+    /// Our secrets and Q_C, which the exchange hash needs.
+    ClientAwaitReply(ClientSecret, Vec<u8>),
     ServerAwaitInit,
     Keyed,
 }
@@ -39,7 +41,7 @@ pub struct Exchange {
     peer_ident: String,
     negotiated: Option<Negotiated>,
     step: Step,
-    hash: [u8; 32],
+    hash: Option<HashValue>,
     peer_host_key: Option<PublicKey>,
     sealing: Option<SealingKey>,
     opening: Option<OpeningKey>,
@@ -68,7 +70,7 @@ impl Exchange {
             peer_ident: peer_ident.unwrap_or_default(),
             negotiated: None,
             step: Step::AwaitPeerKexInit,
-            hash: [0; 32],
+            hash: None,
             peer_host_key: None,
             sealing: None,
             opening: None,
@@ -94,7 +96,8 @@ impl Exchange {
         self.peer_host_key
     }
 
-    pub fn exchange_hash(&self) -> [u8; 32] {
+    /// H, once the method's reply has been processed.
+    pub fn exchange_hash(&self) -> Option<HashValue> {
         self.hash
     }
 
@@ -123,13 +126,11 @@ impl Exchange {
         self.peer_kexinit = Some(payload);
         match self.role {
             Role::Client => {
-                let eph = Ephemeral::from_random(tx.rng.array());
+                let (secret, q_c) = negotiated.kex.client_start(&mut tx.rng);
                 tx.seal(|b| {
-                    Writer::new(b)
-                        .u8(MsgType::KEX_ECDH_INIT.0)
-                        .string(eph.public);
+                    Writer::new(b).u8(MsgType::KEX_ECDH_INIT.0).string(&q_c);
                 });
-                self.step = Step::ClientAwaitReply(eph);
+                self.step = Step::ClientAwaitReply(secret, q_c);
             }
             Role::Server => self.step = Step::ServerAwaitInit,
         }
@@ -142,21 +143,21 @@ impl Exchange {
         payload: &[u8],
         tx: &mut Tx,
         host_key: Option<&Ed25519Key>,
-        session_id: Option<&[u8; 32]>,
+        session_id: Option<&HashValue>,
     ) -> Result<KexOutcome, Error> {
         let msg = MsgType(payload.first().copied().unwrap_or(0));
         let mut r = Reader::new(payload.get(1..).unwrap_or_default());
         match (std::mem::replace(&mut self.step, Step::Keyed), msg) {
-            (Step::ClientAwaitReply(eph), MsgType::KEX_ECDH_REPLY) => {
+            (Step::ClientAwaitReply(secret, client_public), MsgType::KEX_ECDH_REPLY) => {
                 let host_key_blob = r.string()?;
                 let server_public = r.string()?;
                 let signature = r.string()?;
                 r.finish("KEX_ECDH_REPLY")?;
                 let key = PublicKey::from_blob(host_key_blob).map_err(Error::HostKeySignature)?;
-                let client_public = eph.public;
-                let k = eph.agree(server_public)?;
-                self.hash = self.hash_with(host_key_blob, &client_public, server_public, &k);
-                key.verify_blob(&self.hash, signature)
+                let k = secret.finish(server_public)?;
+                let h = self.hash_with(host_key_blob, &client_public, server_public, &k);
+                self.hash = Some(h);
+                key.verify_blob(h.as_bytes(), signature)
                     .map_err(Error::HostKeySignature)?;
                 self.derive(&k, session_id);
                 self.peer_host_key = Some(key);
@@ -168,17 +169,17 @@ impl Exchange {
                 let Some(host_key) = host_key else {
                     return Err(Error::Closed("server has no host key".into()));
                 };
-                let eph = Ephemeral::from_random(tx.rng.array());
-                let server_public = eph.public;
-                let k = eph.agree(client_public)?;
+                let kex = self.negotiated.map_or(KexAlg::Curve25519Sha256, |n| n.kex);
+                let (server_public, k) = kex.server_answer(&mut tx.rng, client_public)?;
                 let blob = host_key.public().blob();
-                self.hash = self.hash_with(&blob, client_public, &server_public, &k);
-                let signature = host_key.sign_blob(&self.hash);
+                let h = self.hash_with(&blob, client_public, &server_public, &k);
+                self.hash = Some(h);
+                let signature = host_key.sign_blob(h.as_bytes());
                 tx.seal(|b| {
                     Writer::new(b)
                         .u8(MsgType::KEX_ECDH_REPLY.0)
                         .string(&blob)
-                        .string(server_public)
+                        .string(&server_public)
                         .string(&signature);
                 });
                 self.derive(&k, session_id);
@@ -192,13 +193,18 @@ impl Exchange {
         }
     }
 
+    fn hash_alg(&self) -> HashAlg {
+        self.negotiated
+            .map_or(HashAlg::Sha256, |n| n.kex.hash_alg())
+    }
+
     fn hash_with(
         &self,
         host_key_blob: &[u8],
         client_public: &[u8],
         server_public: &[u8],
         k: &SharedSecret,
-    ) -> [u8; 32] {
+    ) -> HashValue {
         let ours = OUR_IDENT.as_bytes();
         let theirs = self.peer_ident.as_bytes();
         let peer_kexinit = self.peer_kexinit.as_deref().unwrap_or_default();
@@ -206,15 +212,16 @@ impl Exchange {
             Role::Client => (ours, theirs, &self.our_kexinit[..], peer_kexinit),
             Role::Server => (theirs, ours, peer_kexinit, &self.our_kexinit[..]),
         };
-        curve25519::exchange_hash(
+        hash::exchange_hash(
+            self.hash_alg(),
             &HashInputs {
                 client_ident,
                 server_ident,
                 client_kexinit,
                 server_kexinit,
                 host_key_blob,
-                client_ephemeral: client_public,
-                server_ephemeral: server_public,
+                client_public,
+                server_public,
             },
             k,
         )
@@ -222,12 +229,16 @@ impl Exchange {
 
     /// RFC 4253 §7.2: IVs 'A'/'B', keys 'C'/'D' (client to server first). Integrity keys 'E'
     /// and 'F' are not derived: every cipher we negotiate is an AEAD.
-    fn derive(&mut self, k: &SharedSecret, session_id: Option<&[u8; 32]>) {
-        let Some(n) = self.negotiated else { return };
-        let sid: &[u8] = session_id.map_or(&self.hash[..], |s| &s[..]);
+    fn derive(&mut self, k: &SharedSecret, session_id: Option<&HashValue>) {
+        let (Some(n), Some(h)) = (self.negotiated, self.hash) else {
+            return;
+        };
+        let hash_alg = self.hash_alg();
+        let sid = session_id.unwrap_or(&h).as_bytes();
+        let h = h.as_bytes();
         let make = |alg: CipherAlg, iv: u8, key: u8| {
-            let iv = curve25519::derive_key(k, &self.hash, iv, sid, alg.iv_len());
-            let key = curve25519::derive_key(k, &self.hash, key, sid, alg.key_len());
+            let iv = hash::derive_key(hash_alg, k, h, iv, sid, alg.iv_len());
+            let key = hash::derive_key(hash_alg, k, h, key, sid, alg.key_len());
             (key, iv)
         };
         let (c2s_key, c2s_iv) = make(n.cipher_c2s, b'A', b'C');

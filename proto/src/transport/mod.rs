@@ -22,6 +22,7 @@ use crate::wire::{DisconnectReason, MsgType, Reader, Writer};
 use exchange::Exchange;
 pub use exchange::KexOutcome;
 use hostkey::{Ed25519Key, PublicKey};
+use kex::hash::HashValue;
 use kex::{Negotiated, Preferences};
 use packet::{Opener, Sealer};
 use version::{IdentScanner, OUR_IDENT, Scan};
@@ -184,7 +185,7 @@ pub struct Transport {
     pub tx: Tx,
     exchange: Option<Exchange>,
     /// The first exchange's hash (RFC 4253 §7.2); fixed for the connection's life.
-    session_id: Option<[u8; 32]>,
+    session_id: Option<HashValue>,
     /// The server host key from the first exchange; re-keys must present the same one.
     peer_host_key: Option<PublicKey>,
     negotiated: Option<Negotiated>,
@@ -236,8 +237,13 @@ impl Transport {
         self.role
     }
 
-    pub fn session_id(&self) -> Option<&[u8; 32]> {
-        self.session_id.as_ref()
+    pub fn session_id(&self) -> Option<&[u8]> {
+        self.session_id.as_ref().map(HashValue::as_bytes)
+    }
+
+    /// The session identifier by value, so it can be held across a borrow of the transport.
+    pub fn session_hash(&self) -> HashValue {
+        self.session_id.unwrap_or(HashValue::EMPTY)
     }
 
     pub fn negotiated(&self) -> Option<&Negotiated> {
@@ -518,7 +524,7 @@ impl Transport {
         let initial = self.session_id.is_none();
         if let Some(ex) = self.exchange.take() {
             if initial {
-                self.session_id = Some(ex.exchange_hash());
+                self.session_id = ex.exchange_hash();
                 self.strict_kex = ex.strict();
                 if self.role == Role::Server {
                     self.peer_host_key = self.host_key.as_ref().map(Ed25519Key::public);

@@ -20,7 +20,7 @@ pub use net::{
     EchoServer, SinkReport, SinkServer, fill_pattern, pattern_sha256, transfer_echo,
     transfer_echo_on, write_pattern,
 };
-pub use openssh::{Ssh, SshOutput, SshProcess, Sshd, SshdOptions};
+pub use openssh::{Ssh, SshOutput, SshProcess, Sshd, SshdOptions, openssh_kex_methods};
 pub use socks::{Socks5Error, reply_meaning, socks5_connect};
 
 /// How long a helper program (ssh-keygen, `sshd -t`) may take before the test fails.

@@ -246,6 +246,20 @@ fn read_log(path: &Path) -> String {
         .unwrap_or_else(|e| format!("<cannot read {}: {e}>", path.display()))
 }
 
+/// The key exchange methods the installed OpenSSH implements (`ssh -Q kex`), so interop tests
+/// cover every method both sides know without failing on one an older OpenSSH lacks.
+pub fn openssh_kex_methods() -> Vec<String> {
+    let out = std::process::Command::new("ssh")
+        .args(["-Q", "kex"])
+        .output()
+        .expect("run `ssh -Q kex` (openssh-client is a test prerequisite)");
+    assert!(out.status.success(), "`ssh -Q kex` failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Builder for a stock `ssh` client run: `-F /dev/null`, batch mode, strict host key checking
 /// against a known_hosts file of the test's own, one identity, verbose log to a file.
 ///

@@ -1,20 +1,10 @@
-//! curve25519-sha256 key exchange (RFC 8731), the exchange hash (RFC 5656 §4, as RFC 8731 §3
-//! uses it) and key derivation (RFC 4253 §7.2).
+//! curve25519-sha256 key exchange (RFC 8731): ephemeral x25519 key pairs and their agreement.
 
-use sha2::{Digest, Sha256};
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::wire::Writer;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EcdhError {
-    #[error("peer's ephemeral curve25519 key is not 32 bytes")]
-    BadPublicKey,
-    /// RFC 8731 §3: "If the output is all zero, the key exchange MUST be aborted."
-    #[error("curve25519 shared secret is all zero (peer sent a low-order point)")]
-    ZeroSharedSecret,
-}
+use super::hash::SharedSecret;
+use super::method::KexError;
 
 /// Our ephemeral key pair for one exchange.
 pub struct Ephemeral {
@@ -36,83 +26,24 @@ impl Ephemeral {
         Self { secret, public }
     }
 
-    /// The shared secret K as the big-endian magnitude RFC 8731 §3 encodes as an mpint.
-    pub fn agree(self, peer_public: &[u8]) -> Result<SharedSecret, EcdhError> {
-        let peer: [u8; 32] = peer_public
-            .try_into()
-            .map_err(|_| EcdhError::BadPublicKey)?;
+    /// The raw 32-byte shared secret, as the hybrid methods hash it.
+    pub fn agree_raw(self, peer_public: &[u8]) -> Result<Zeroizing<[u8; 32]>, KexError> {
+        let peer: [u8; 32] = peer_public.try_into().map_err(|_| KexError::BadLength {
+            what: "curve25519 public key",
+            got: peer_public.len(),
+            expected: 32,
+        })?;
         let shared = self.secret.diffie_hellman(&PublicKey::from(peer));
         if !shared.was_contributory() {
-            return Err(EcdhError::ZeroSharedSecret);
+            return Err(KexError::ZeroSharedSecret);
         }
-        let mut k = Zeroizing::new(Vec::with_capacity(37));
-        Writer::new(&mut k).mpint(shared.as_bytes());
-        Ok(SharedSecret(k))
+        Ok(Zeroizing::new(*shared.as_bytes()))
     }
-}
 
-/// K, already encoded as an mpint (length prefix included), zeroized on drop.
-#[derive(Clone)]
-pub struct SharedSecret(Zeroizing<Vec<u8>>);
-
-impl std::fmt::Debug for SharedSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SharedSecret(..)")
+    /// K: the shared secret as the big-endian magnitude RFC 8731 §3 encodes as an mpint.
+    pub fn agree(self, peer_public: &[u8]) -> Result<SharedSecret, KexError> {
+        Ok(SharedSecret::mpint(&*self.agree_raw(peer_public)?))
     }
-}
-
-/// The inputs of the exchange hash, in RFC 5656 §4 order.
-#[derive(Debug)]
-pub struct HashInputs<'a> {
-    pub client_ident: &'a [u8],
-    pub server_ident: &'a [u8],
-    pub client_kexinit: &'a [u8],
-    pub server_kexinit: &'a [u8],
-    pub host_key_blob: &'a [u8],
-    pub client_ephemeral: &'a [u8],
-    pub server_ephemeral: &'a [u8],
-}
-
-/// H = SHA256(V_C || V_S || I_C || I_S || K_S || Q_C || Q_S || K), each as an SSH string
-/// (K as an mpint).
-pub fn exchange_hash(inputs: &HashInputs<'_>, k: &SharedSecret) -> [u8; 32] {
-    let mut buf = Vec::with_capacity(2048);
-    let mut w = Writer::new(&mut buf);
-    w.string(inputs.client_ident).string(inputs.server_ident);
-    w.string(inputs.client_kexinit)
-        .string(inputs.server_kexinit);
-    w.string(inputs.host_key_blob);
-    w.string(inputs.client_ephemeral)
-        .string(inputs.server_ephemeral);
-    w.raw(&k.0);
-    Sha256::digest(&buf).into()
-}
-
-/// RFC 4253 §7.2: K1 = HASH(K || H || X || session_id), Kn+1 = HASH(K || H || K1 || … || Kn),
-/// extended until `len` bytes are available. `letter` is 'A' … 'F'.
-pub fn derive_key(
-    k: &SharedSecret,
-    h: &[u8],
-    letter: u8,
-    session_id: &[u8],
-    len: usize,
-) -> Zeroizing<Vec<u8>> {
-    let mut out = Zeroizing::new(Vec::with_capacity(len + 32));
-    let mut hasher = Sha256::new();
-    hasher.update(&*k.0);
-    hasher.update(h);
-    hasher.update([letter]);
-    hasher.update(session_id);
-    out.extend_from_slice(&hasher.finalize());
-    while out.len() < len {
-        let mut hasher = Sha256::new();
-        hasher.update(&*k.0);
-        hasher.update(h);
-        hasher.update(&*out);
-        out.extend_from_slice(&hasher.finalize());
-    }
-    out.truncate(len);
-    out
 }
 
 #[cfg(test)]
@@ -137,7 +68,7 @@ mod tests {
         let k = alice.agree(&b_pub).unwrap();
         // mpint of 4a5d9d5b…: top bit clear, so no leading zero byte.
         assert_eq!(
-            hex::encode(&*k.0),
+            hex::encode(k.encoded()),
             format!(
                 "00000020{}",
                 "4a5d9d5ba4ce2de1728e3bf480350f25e07e21c947d19e3376f09b3c1e161742"
@@ -148,25 +79,11 @@ mod tests {
     #[test]
     fn low_order_point_is_rejected() {
         let e = Ephemeral::from_random([1; 32]);
-        assert_eq!(
-            e.agree(&[0u8; 32]).unwrap_err(),
-            EcdhError::ZeroSharedSecret
-        );
+        assert_eq!(e.agree(&[0u8; 32]).unwrap_err(), KexError::ZeroSharedSecret);
         let e = Ephemeral::from_random([1; 32]);
-        assert_eq!(e.agree(&[0u8; 31]).unwrap_err(), EcdhError::BadPublicKey);
-    }
-
-    #[test]
-    fn derive_key_extends_past_one_hash() {
-        let k = SharedSecret(Zeroizing::new(vec![0, 0, 0, 1, 5]));
-        let long = derive_key(&k, b"h", b'C', b"sid", 64);
-        let short = derive_key(&k, b"h", b'C', b"sid", 32);
-        assert_eq!(&long[..32], &short[..]);
-        assert_eq!(long.len(), 64);
-        let mut manual = Sha256::new();
-        manual.update([0, 0, 0, 1, 5]);
-        manual.update(b"h");
-        manual.update(&short[..]);
-        assert_eq!(&long[32..], &manual.finalize()[..]);
+        assert!(matches!(
+            e.agree(&[0u8; 31]).unwrap_err(),
+            KexError::BadLength { got: 31, .. }
+        ));
     }
 }

@@ -2,6 +2,9 @@
 //! strict key exchange (OpenSSH PROTOCOL §1.10, the Terrapin fix) and ext-info (RFC 8308 §2.1).
 
 pub mod curve25519;
+pub mod hash;
+pub mod hybrid;
+pub mod method;
 
 use crate::transport::cipher::CipherAlg;
 use crate::wire::{MsgType, NameList, Reader, WireError, Writer};
@@ -14,6 +17,12 @@ pub const EXT_INFO_SERVER: &str = "ext-info-s";
 /// Key exchange methods this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KexAlg {
+    /// ML-KEM-768 with x25519 (draft-ietf-sshm-mlkem-hybrid-kex), OpenSSH 9.9's default.
+    MlKem768X25519Sha256,
+    /// Streamlined NTRU Prime with x25519 (draft-josefsson-ntruprime-ssh).
+    Sntrup761X25519Sha512,
+    /// The same method under the name OpenSSH 9.0 made its default.
+    Sntrup761X25519Sha512OpenSsh,
     /// RFC 8731.
     Curve25519Sha256,
     /// The pre-RFC name of the same method.
@@ -21,10 +30,21 @@ pub enum KexAlg {
 }
 
 impl KexAlg {
-    pub const ALL: [KexAlg; 2] = [KexAlg::Curve25519Sha256, KexAlg::Curve25519Sha256Libssh];
+    /// In order of preference: post-quantum hybrids first, so a recorded session cannot be
+    /// decrypted later by a quantum computer.
+    pub const ALL: [KexAlg; 5] = [
+        KexAlg::MlKem768X25519Sha256,
+        KexAlg::Sntrup761X25519Sha512,
+        KexAlg::Sntrup761X25519Sha512OpenSsh,
+        KexAlg::Curve25519Sha256,
+        KexAlg::Curve25519Sha256Libssh,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
+            KexAlg::MlKem768X25519Sha256 => "mlkem768x25519-sha256",
+            KexAlg::Sntrup761X25519Sha512 => "sntrup761x25519-sha512",
+            KexAlg::Sntrup761X25519Sha512OpenSsh => "sntrup761x25519-sha512@openssh.com",
             KexAlg::Curve25519Sha256 => "curve25519-sha256",
             KexAlg::Curve25519Sha256Libssh => "curve25519-sha256@libssh.org",
         }
