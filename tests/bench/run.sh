@@ -158,8 +158,46 @@ for _ in $(seq 400); do grep -q held "$work/hold2.out" 2>/dev/null && break; sle
 R[rss_1000_ossh]=$(ossh_rss)
 exec 5>&-; sleep 2; R[rss_after_ossh]=$(ossh_rss); stop $P
 
+# Server side: one sshvpnd client with $CLIENTS links, each holding two channels through a
+# -L forward, against the sshvpnd server and against sshd. Both servers see the same client and
+# the same key exchange (curve25519-sha256), so the figures compare the servers alone.
+CLIENTS=${CLIENTS:-500}
+many_cfg() { # name port
+  { printf '[daemon]\ncontrol_socket = "%s"\nstate_dir = "%s"\n' "$work/$1.sock" "$work/$1-state"
+    for i in $(seq 0 $((CLIENTS - 1))); do
+      printf '[[link]]\nname = "c%d"\nhost = "10.210.0.2"\nport = %d\nuser = "root"\nidentity = "%s"\nknown_hosts = "%s"\nkex = ["curve25519-sha256"]\n' \
+        "$i" "$2" "$work/user" "$work/known_hosts"
+      printf '[[link.forward]]\nlisten = "127.0.0.1:%d"\nconnect = "10.210.0.2:5401"\n' $((20000 + i))
+    done; } > "$work/$1.toml"
+}
+# CPU seconds (user + system) of processes $@, plus what their reaped children used.
+cpu_s() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; awk -v t=$t -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t / hz}'; }
+sshd_pids() { ip netns pids $S | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = sshd ] && echo $p; done; }
+server_pid() { ip netns pids $S | while read -r p; do [ "$(cat /proc/$p/comm 2>/dev/null)" = sshvpnd ] && echo $p; done; }
+many() { # name port → RSS KiB and CPU s of the server processes while the channels are held
+  local pids_fn=$3 before after rss=0
+  many_cfg "$1" "$2"
+  before=$(cpu_s $($pids_fn))
+  ip netns exec $C "$bin/sshvpnd" -c "$work/$1.toml" 2>"$work/$1.log" & VPND=$!
+  for _ in $(seq 1200); do
+    [ "$("$bin/sshvpnctl" --socket "$work/$1.sock" --json status 2>/dev/null | grep -o '"state":"up"' | wc -l)" -ge "$CLIENTS" ] && break; sleep 0.1
+  done
+  exec 6> >(inC "$bin/netprobe" tcp-hold 127.0.0.1 20000 "$CLIENTS" 2 > "$work/$1.hold")
+  for _ in $(seq 1200); do grep -q held "$work/$1.hold" 2>/dev/null && break; sleep 0.1; done
+  grep -q "held $((CLIENTS * 2))" "$work/$1.hold" || echo "bench: $1: only '$(cat "$work/$1.hold")' channels held" >&2
+  # PSS, not RSS: sshd's thousand processes share their code pages, which RSS would count
+  # once per process.
+  for p in $($pids_fn); do rss=$((rss + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup"))); done
+  after=$(cpu_s $($pids_fn))
+  exec 6>&-; stop $VPND; sleep 1
+  echo "bench: $1: $CLIENTS clients, $(cat "$work/$1.hold") channels, server PSS $rss KiB" >&2
+  R[many_rss_$1]=$rss; R[many_cpu_$1]=$(awk -v a="$after" -v b="$before" 'BEGIN {printf "%.2f", a - b}')
+}
+many vpnd 2222 server_pid
+many ossh 22 sshd_pids
+
 row() { # label vpnd-values ossh-values unit higher-is-better
-  local v o; v=$(echo $2 | tr ' ' '\n' | grep -v '^$' | median); o=$(echo $3 | tr ' ' '\n' | grep -v '^$' | median)
+  local v o; v=$(echo $2 | tr ' ' '\n' | { grep -v '^$' || true; } | median); o=$(echo $3 | tr ' ' '\n' | { grep -v '^$' || true; } | median)
   printf "| %s | %s %s | %s %s | %s |\n" "$1" "$v" "$4" "$o" "$4" "$(awk -v a="$v" -v b="$o" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }')"
 }
 echo
@@ -167,16 +205,18 @@ echo "| figure | sshvpnd | OpenSSH | ratio sshvpnd/OpenSSH |"
 echo "| --- | --- | --- | --- |"
 for cipher in $CIPHERS; do
   s=${cipher%%@*}
-  row "TUN sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[tunvpnd_vpnd_$s]}" "${R[tunsshd_ossh_$s]}" "Gbit/s"
-  row "TUN to sshd ($s)" "${R[tunsshd_vpnd_$s]}" "${R[tunsshd_ossh_$s]}" "Gbit/s"
-  row "forward -L ($s)" "${R[fwd_vpnd_$s]}" "${R[fwd_ossh_$s]}" "Gbit/s"
-  row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]}" "${R[socks_ossh_$s]}" "Gbit/s"
-  row "ping RTT through a tunnel to sshd, median ($s; bare veth ${R[lat_veth]} ms)" "${R[lat_vpnd_$s]}" "${R[lat_ossh_$s]}" "ms"
-  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]}" "${R[lat_ossh_$s]}" "ms"
+  row "TUN sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[tunvpnd_vpnd_$s]:-}" "${R[tunsshd_ossh_$s]:-}" "Gbit/s"
+  row "TUN to sshd ($s)" "${R[tunsshd_vpnd_$s]:-}" "${R[tunsshd_ossh_$s]:-}" "Gbit/s"
+  row "forward -L ($s)" "${R[fwd_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
+  row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
+  row "ping RTT through a tunnel to sshd, median ($s; bare veth ${R[lat_veth]:-} ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
+  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
 done
-row "start to first byte through a forward" "${R[first_vpnd]}" "${R[first_ossh]}" "s"
-row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]}" "${R[rss_idle_ossh]}" "KiB"
-row "RSS, 1,000 SOCKS connections" "${R[rss_1000_vpnd]}" "${R[rss_1000_ossh]}" "KiB"
-row "RSS after they closed" "${R[rss_after_vpnd]}" "${R[rss_after_ossh]}" "KiB"
+row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
+row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
+row "RSS, 1,000 SOCKS connections" "${R[rss_1000_vpnd]:-}" "${R[rss_1000_ossh]:-}" "KiB"
+row "RSS after they closed" "${R[rss_after_vpnd]:-}" "${R[rss_after_ossh]:-}" "KiB"
+row "Server memory (PSS), $CLIENTS clients × 2 channels (OpenSSH: all sshd processes)" "${R[many_rss_vpnd]:-}" "${R[many_rss_ossh]:-}" "KiB"
+row "Server CPU to accept them and open the channels" "${R[many_cpu_vpnd]:-}" "${R[many_cpu_ossh]:-}" "s"
 echo
 echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

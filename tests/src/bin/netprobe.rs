@@ -10,6 +10,9 @@
 //!   netprobe socks-send PROXY HOST:PORT SECS   push data through SOCKS5 for SECS, print Gbit/s
 //!   netprobe socks-hold PROXY HOST:PORT N   open N SOCKS5 connections, print "held", wait for stdin EOF
 //!   netprobe first-byte ADDR:PORT SECS      poll until a TCP echo answers, print the seconds it took
+//!   netprobe tcp-hold HOST BASE PORTS PER   open PER echo connections to each of PORTS ports from
+//!                                           BASE, check each echoes a byte, print "held N", wait
+//!                                           for stdin EOF
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -151,6 +154,28 @@ fn main() {
             let _ = std::io::stdin().read_line(&mut line);
             drop(held);
         }
+        ["tcp-hold", host, base, ports, per] => {
+            let base: u16 = base.parse().expect("base port");
+            let ports: u16 = ports.parse().expect("port count");
+            let per: usize = per.parse().expect("connections per port");
+            let mut held = Vec::new();
+            for port in base..base + ports {
+                for _ in 0..per {
+                    let mut s = TcpStream::connect((*host, port))
+                        .unwrap_or_else(|e| panic!("connect {host}:{port}: {e}"));
+                    s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+                    let mut b = [0u8; 1];
+                    s.write_all(b"x").expect("write");
+                    s.read_exact(&mut b)
+                        .unwrap_or_else(|e| panic!("no echo through {host}:{port}: {e}"));
+                    held.push(s);
+                }
+            }
+            println!("held {}", held.len());
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(held);
+        }
         ["first-byte", addr, secs] => {
             let limit = Duration::from_secs_f64(secs.parse().expect("secs"));
             let start = Instant::now();
@@ -172,7 +197,7 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte|tcp-hold …"
             );
             std::process::exit(2);
         }
