@@ -13,6 +13,7 @@ use sshvpn_proto::rng::Random;
 use sshvpn_proto::transport::cipher::{CipherAlg, SealingKey};
 use sshvpn_proto::transport::kex::{Preferences, build_kexinit};
 use sshvpn_proto::transport::packet::Sealer;
+use sshvpn_proto::wire::Writer;
 use sshvpn_proto::{ClientConfig, Connection, Ed25519Key};
 
 fn write(dir: &std::path::Path, target: &str, name: &str, data: &[u8]) {
@@ -73,6 +74,90 @@ fn main() {
             sealer.seal_with(&mut out, &mut rng, |b| b.extend_from_slice(payload));
         }
         write(&dir, "packet_open", &format!("cipher_{i}"), &out);
+    }
+    // session: [stage] then [direction, length, payload] frames of real messages.
+    let frame = |seed: &mut Vec<u8>, to_client: bool, build: &dyn Fn(&mut Writer<'_>)| {
+        let mut payload = Vec::new();
+        build(&mut Writer::new(&mut payload));
+        seed.push(u8::from(to_client));
+        seed.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        seed.extend_from_slice(&payload);
+    };
+    let user_key = Ed25519Key::from_seed(&[22; 32]).public().blob();
+    let mut auth = vec![0u8];
+    frame(&mut auth, false, &|w| {
+        w.u8(50)
+            .string("fuzz")
+            .string("ssh-connection")
+            .string("none");
+    });
+    frame(&mut auth, false, &|w| {
+        w.u8(50)
+            .string("fuzz")
+            .string("ssh-connection")
+            .string("publickey")
+            .bool(false)
+            .string("ssh-ed25519")
+            .string(&user_key);
+    });
+    write(&dir, "session", "userauth", &auth);
+    let mut conn = vec![1u8];
+    for to_client in [false, true] {
+        frame(&mut conn, to_client, &|w| {
+            w.u8(90)
+                .string("direct-tcpip")
+                .u32(5)
+                .u32(1 << 20)
+                .u32(32768)
+                .string("127.0.0.1")
+                .u32(22)
+                .string("10.0.0.1")
+                .u32(4000);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(90)
+                .string("tun@openssh.com")
+                .u32(6)
+                .u32(1 << 20)
+                .u32(32768)
+                .u32(1)
+                .u32(0x7fff_ffff);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(94).u32(0).string(b"hello");
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(93).u32(0).u32(4096);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(98).u32(0).string("eow@openssh.com").bool(false);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(80)
+                .string("tcpip-forward")
+                .bool(true)
+                .string("127.0.0.1")
+                .u32(8080);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(96).u32(0);
+        });
+        frame(&mut conn, to_client, &|w| {
+            w.u8(97).u32(0);
+        });
+    }
+    write(&dir, "session", "connection", &conn);
+    for example in [
+        "quickstart",
+        "full-tunnel",
+        "server",
+        "site-a",
+        "socks-client",
+    ] {
+        let path = format!("{}/../configs/{example}.toml", env!("CARGO_MANIFEST_DIR"));
+        if let Ok(text) = std::fs::read(&path) {
+            write(&dir, "config_file", example, &text);
+        }
     }
     write(&dir, "key_files", "lines", b"restrict,permitopen=\"db:5432\",from=\"10.0.0.0/8\" ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIArtZCXFKxNjBffVNGQ0lf0HvqMjMLt6XXXA3y2b+dyi c\n[example.com]:2222,*.x ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIArtZCXFKxNjBffVNGQ0lf0HvqMjMLt6XXXA3y2b+dyi\n@revoked * ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIArtZCXFKxNjBffVNGQ0lf0HvqMjMLt6XXXA3y2b+dyi\n");
     write(&dir, "control_and_tun", "request", b"{\"request\":\"forward-add\",\"link\":\"a\",\"kind\":\"local\",\"listen\":\"127.0.0.1:1\",\"connect\":\"h:2\"}");

@@ -588,3 +588,13 @@ impl Connection {
         &mut self.transport
     }
 }
+
+/// Fuzzing only (`cargo fuzz` sets `cfg(fuzzing)`): lets a harness that completed a real
+/// handshake send the peer any payload, sealed with the session's keys, so the fuzzer's bytes
+/// reach the userauth and connection decoders behind the encryption.
+#[cfg(fuzzing)]
+impl Connection {
+    pub fn send_raw_payload_for_fuzzing(&mut self, payload: &[u8]) {
+        self.transport.tx.send(|b| b.extend_from_slice(payload));
+    }
+}

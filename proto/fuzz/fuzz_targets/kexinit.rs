@@ -4,7 +4,9 @@ use libfuzzer_sys::fuzz_target;
 use sshvpn_proto::transport::kex::{KexInit, Preferences, build_kexinit, negotiate};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(theirs) = KexInit::parse(data) else { return };
+    let Ok(theirs) = KexInit::parse(data) else {
+        return;
+    };
     for server in [false, true] {
         let ours = build_kexinit(&Preferences::default(), server, true, [0; 16]);
         if let Ok(ours) = KexInit::parse(&ours) {

@@ -9,12 +9,19 @@ use sshvpn_proto::{Connection, Ed25519Key, ServerConfig};
 
 fuzz_target!(|data: &[u8]| {
     let now = Instant::now();
-    let mut conn = Connection::server_with_random(ServerConfig::new(Ed25519Key::from_seed(&[1; 32])), Random::from_seed([2; 32]), now);
+    let mut conn = Connection::server_with_random(
+        ServerConfig::new(Ed25519Key::from_seed(&[1; 32])),
+        Random::from_seed([2; 32]),
+        now,
+    );
     let mut input = b"SSH-2.0-fuzz\r\n".to_vec();
     input.extend_from_slice(data);
     let mut out = Vec::new();
     for (i, chunk) in input.chunks(97).enumerate() {
-        if conn.handle_input(chunk, now + Duration::from_millis(i as u64)).is_err() {
+        if conn
+            .handle_input(chunk, now + Duration::from_millis(i as u64))
+            .is_err()
+        {
             break;
         }
         while conn.poll_event().is_some() {}
