@@ -118,6 +118,10 @@ for cipher in $CIPHERS; do
     start_vpnd tun; sshd_tun
     R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "
     R[lat_vpnd_$short]+="$(rtt 10.79.0.1) "; stop $VPND
+    # -L and SOCKS between two sshvpnd (the server end is sshvpnd)
+    client_cfg fwdv "$cipher" 2222 $'[[link.forward]]\nlisten = "127.0.0.1:6005"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6006"'
+    start_vpnd fwdv; R[fwdv_vpnd_$short]+="$(iperf 127.0.0.1 6005) "
+    R[socksv_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6006 10.210.0.2:5400 "$SECS") "; stop $VPND
     # TUN between two sshvpnd (the server end is sshvpnd with tun_pool)
     client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
     start_vpnd tunv
@@ -209,6 +213,8 @@ for cipher in $CIPHERS; do
   row "TUN to sshd ($s)" "${R[tunsshd_vpnd_$s]:-}" "${R[tunsshd_ossh_$s]:-}" "Gbit/s"
   row "forward -L ($s)" "${R[fwd_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
+  row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
+  row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "ping RTT through a tunnel to sshd, median ($s; bare veth ${R[lat_veth]:-} ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
 done
