@@ -1,9 +1,12 @@
 //! Moving packets between the TUN device and the link's current `tun@openssh.com` channel.
 //!
 //! One task reads the device and one drains the channel; both stay alive across outages.
-//! Device → channel: packets are framed (SSH string of address family + packet) and several
-//! are coalesced into one channel write while the device has more ready, so a burst costs one
-//! SSH message, not one per packet. Channel → device: each reassembled packet is one write.
+//! The device is opened with offload (see `device`), so the kernel works in TCP super-packets:
+//! Device → channel: one read returns up to 64 KiB, split here into MTU-sized IP packets, which
+//! are framed (SSH string of address family + packet) and written to the channel together, so a
+//! burst costs one channel write, not one per packet. Channel → device: the packets of one
+//! channel read are coalesced back (GRO) and written with as few writes as the flows allow.
+//! On the wire each IP packet is still one tun@openssh.com message, as OpenSSH expects.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -12,12 +15,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use sshvpn_proto::connection::tun::{TunDecoder, encode_ip};
 use tokio::sync::{Mutex, watch};
+use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 use super::device::TunDevice;
 use crate::driver::{ChannelReader, ChannelStream, ChannelWriter, Inbound};
 
 /// Largest coalesced write to the channel.
 const BATCH: usize = 60 * 1024;
+/// A super-packet from the device: the virtio header and up to 64 KiB of IP packet.
+const SUPER_PACKET: usize = VIRTIO_NET_HDR_LEN + 65535;
+/// Packets one super-packet may split into, and packets coalesced per device write.
+const SEGMENTS: usize = 128;
 
 /// Packet and byte counters, with drops by cause.
 #[derive(Debug, Default)]
@@ -156,26 +164,33 @@ async fn device_to_channel(
     slot: watch::Receiver<Option<Arc<ChannelSlot>>>,
     counters: Arc<TunCounters>,
 ) {
-    let mut packet = vec![0u8; usize::from(device.mtu).max(1500) + 64];
+    let mut raw = vec![0u8; SUPER_PACKET];
+    let segment = usize::from(device.mtu).max(1500) + 64;
+    let mut segments = vec![vec![0u8; segment]; SEGMENTS];
+    let mut sizes = vec![0usize; SEGMENTS];
     let mut batch = Vec::with_capacity(BATCH + 2048);
     loop {
-        let Ok(n) = device.device.recv(&mut packet).await else {
-            return;
+        let count = match device
+            .device
+            .recv_multiple(&mut raw, &mut segments, &mut sizes, 0)
+            .await
+        {
+            Ok(count) => count,
+            // The device is gone (or the descriptor broke): nothing more will come.
+            Err(e) if e.raw_os_error().is_some() => return,
+            // A super-packet that could not be split: drop it, keep reading.
+            Err(e) => {
+                tracing::debug!(error = %e, "dropping a packet from the TUN device");
+                TunCounters::add(&counters.dropped_invalid, 1);
+                continue;
+            }
         };
         let mut pending = 0u64;
-        let mut push = |data: &[u8], batch: &mut Vec<u8>| {
-            if encode_ip(data, batch) {
+        for (buf, &size) in segments.iter().zip(&sizes).take(count) {
+            if encode_ip(buf.get(..size).unwrap_or_default(), &mut batch) {
                 pending += 1;
             } else {
                 TunCounters::add(&counters.dropped_invalid, 1);
-            }
-        };
-        push(packet.get(..n).unwrap_or_default(), &mut batch);
-        // Coalesce what else is ready now, without waiting.
-        while batch.len() < BATCH {
-            match device.device.try_recv(&mut packet) {
-                Ok(n) => push(packet.get(..n).unwrap_or_default(), &mut batch),
-                Err(_) => break,
             }
         }
         let current = slot.borrow().clone();
@@ -234,6 +249,8 @@ async fn channel_to_device(
             continue;
         };
         let mut decoder = TunDecoder::default();
+        let mut gro = GROTable::default();
+        let mut out: Vec<Vec<u8>> = Vec::with_capacity(SEGMENTS);
         loop {
             let item = tokio::select! {
                 item = reader.recv() => item,
@@ -250,25 +267,33 @@ async fn channel_to_device(
                 Inbound::Eof | Inbound::Closed => break,
             };
             decoder.push(&data);
+            let mut bad_framing = false;
             loop {
                 match decoder.next_packet() {
                     Ok(Some(p)) if !filter.permits(p.data) => {
                         TunCounters::add(&counters.dropped_spoofed, 1);
                     }
                     Ok(Some(p)) => {
-                        if device.device.send(p.data).await.is_ok() {
-                            TunCounters::add(&counters.packets_in, 1);
-                            TunCounters::add(&counters.bytes_in, p.data.len() as u64);
-                        } else {
-                            TunCounters::add(&counters.dropped_device, 1);
+                        // Room for the virtio header in front, which the coalescing fills in.
+                        let mut buf = Vec::with_capacity(VIRTIO_NET_HDR_LEN + p.data.len());
+                        buf.resize(VIRTIO_NET_HDR_LEN, 0);
+                        buf.extend_from_slice(p.data);
+                        out.push(buf);
+                        if out.len() == SEGMENTS {
+                            write_packets(&device, &mut gro, &mut out, &counters).await;
                         }
                     }
                     Ok(None) => break,
                     Err(e) => {
                         tracing::warn!(error = %e, "bad framing on the tun channel; waiting for the next one");
+                        bad_framing = true;
                         break;
                     }
                 }
+            }
+            write_packets(&device, &mut gro, &mut out, &counters).await;
+            if bad_framing {
+                break;
             }
         }
         if let Some(done) = current.done.lock().ok().and_then(|mut d| d.take()) {
@@ -284,4 +309,34 @@ async fn channel_to_device(
             return;
         }
     }
+}
+
+/// Writes `packets` (each with virtio header room in front) to the device, coalescing TCP and
+/// UDP flows into super-packets, and empties the list.
+async fn write_packets(
+    device: &TunDevice,
+    gro: &mut GROTable,
+    packets: &mut Vec<Vec<u8>>,
+    counters: &TunCounters,
+) {
+    if packets.is_empty() {
+        return;
+    }
+    let count = packets.len() as u64;
+    let bytes: usize = packets.iter().map(|p| p.len() - VIRTIO_NET_HDR_LEN).sum();
+    match device
+        .device
+        .send_multiple(gro, packets, VIRTIO_NET_HDR_LEN)
+        .await
+    {
+        Ok(_) => {
+            TunCounters::add(&counters.packets_in, count);
+            TunCounters::add(&counters.bytes_in, bytes as u64);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN device refused packets");
+            TunCounters::add(&counters.dropped_device, count);
+        }
+    }
+    packets.clear();
 }

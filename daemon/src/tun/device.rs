@@ -29,7 +29,13 @@ impl TunDevice {
     /// Creates the device (named `name`, or the kernel's choice), sets its addresses and MTU
     /// and brings it up. Needs CAP_NET_ADMIN.
     pub fn create(name: Option<&str>, addresses: &[Cidr], mtu: u16) -> Result<TunDevice, String> {
-        let mut builder = DeviceBuilder::new().mtu(mtu).packet_information(false);
+        // Offload (IFF_VNET_HDR with TSO and checksum offload): the kernel hands us TCP
+        // super-packets of up to 64 KiB in one read, which the bridge splits, and takes
+        // coalesced ones in one write, so neither end's TCP stack works per MTU-sized packet.
+        let mut builder = DeviceBuilder::new()
+            .mtu(mtu)
+            .packet_information(false)
+            .offload(true);
         if let Some(n) = name {
             builder = builder.name(n);
         }
