@@ -70,6 +70,35 @@ impl Drop for StartupSlot {
     }
 }
 
+/// Connections closed for the startup limits, summed into one warning per
+/// [`REFUSALS_EVERY`] (a flood would otherwise write one line per connection).
+#[derive(Debug, Default)]
+struct Refusals {
+    count: u64,
+    since: Option<Instant>,
+}
+
+const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Refusals {
+    fn note(&mut self, peer: std::net::SocketAddr) {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= REFUSALS_EVERY)
+        {
+            tracing::warn!(
+                refused = self.count,
+                latest = %peer,
+                "too many unauthenticated connections (max_startups, max_startups_per_source); closing new ones"
+            );
+            self.count = 0;
+            self.since = Some(now);
+        }
+    }
+}
+
 /// Limits on connections that have not authenticated yet.
 #[derive(Debug, Clone, Copy)]
 pub struct StartupLimits {
@@ -101,6 +130,7 @@ pub async fn serve(
         total: 0,
         by_source: HashMap::new(),
     }));
+    let mut refused = Refusals::default();
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -111,6 +141,7 @@ pub async fn serve(
         };
         let Some(permit) = Startups::admit(&startups, peer.ip()) else {
             tracing::debug!(%peer, "too many unauthenticated connections; dropping");
+            refused.note(peer);
             continue;
         };
         let config = config.clone();
