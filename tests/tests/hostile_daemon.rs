@@ -298,6 +298,82 @@ async fn accept_survives_running_out_of_file_descriptors() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_forward_and_control_socket_survive_running_out_of_file_descriptors() {
+    const NOFILE: u64 = 64;
+    let dir = TestDir::new();
+    let port = free_port();
+    let (body, key) = server_body(&dir, port, "").await;
+    let _server = Daemon::start(&dir, "server", &body).await;
+    let echo = EchoServer::start().await;
+    let local = free_port();
+    let client_body = format!(
+        "{}\n[[link.forward]]\nlisten = \"127.0.0.1:{local}\"\nconnect = \"127.0.0.1:{}\"\n",
+        link_body(port, &key, free_port()),
+        echo.port
+    );
+    let client = Daemon::start_with_nofile(&dir, "client", &client_body, NOFILE).await;
+    client.wait_link("site", "up", UP).await;
+    let pid = client.pid();
+
+    // More connections to the -L port than the client daemon has descriptors for.
+    let mut held = Vec::new();
+    for _ in 0..120 {
+        held.push(
+            tokio::net::TcpStream::connect(loopback(local))
+                .await
+                .expect("the kernel queues what sshvpnd cannot accept"),
+        );
+    }
+    let log = settle(
+        Duration::from_secs(10),
+        "the client daemon running out of descriptors",
+        || client.log(),
+        |l| l.contains("accept failed"),
+    )
+    .await;
+    assert!(log.contains("local forward"), "{log}");
+    let ticks_before = cpu_ticks(pid);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_share = (cpu_ticks(pid) - ticks_before) as f64 / 100.0 / 2.0;
+    assert!(
+        cpu_share < 0.25,
+        "out of descriptors, the client daemon used {:.0}% of a CPU",
+        cpu_share * 100.0
+    );
+    drop(held);
+
+    // The -L listener and the control socket still serve.
+    let started = Instant::now();
+    let transfer = tokio::time::timeout(USER_PATIENCE, async {
+        loop {
+            match tokio::net::TcpStream::connect(loopback(local)).await {
+                Ok(s) => match transfer_echo_on(s, 1 << 20, USER_PATIENCE).await {
+                    Ok(()) => return,
+                    // Connections queued during the exhaustion are still being let go.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                },
+                Err(e) => panic!("the -L listener is gone: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        transfer.is_ok(),
+        "no 1 MiB echo through -L within {USER_PATIENCE:?} after the descriptors came back"
+    );
+    let (ok, out, err) = client.ctl(&["status"]).await;
+    assert!(
+        ok,
+        "sshvpnctl status after running out of descriptors: {out}{err}"
+    );
+    println!(
+        "client out of descriptors (limit {NOFILE}): CPU {:.1}% meanwhile; -L echoed 1 MiB {:.3} s after they came back",
+        cpu_share * 100.0,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 // ---- 2. pre-banner floods ------------------------------------------------------------------
 
 /// Connects from `source` and writes `first` once, then `repeat` until the server cuts the
@@ -417,7 +493,8 @@ async fn pre_banner_floods_are_cut_off_and_others_unaffected() {
         );
     }
     println!(
-        "pre-banner floods: 220 hostile connections cut off (at most {most_written} bytes written by one); \
+        "pre-banner floods: 220 hostile connections cut off (the most one wrote before its writes failed: \
+         {most_written} bytes, socket buffers included); \
          server RSS {:.1} MiB before, {:.1} MiB after; user link stayed up and echoed 16 MiB meanwhile",
         rss_before as f64 / MIB,
         rss_after as f64 / MIB
