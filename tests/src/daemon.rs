@@ -108,13 +108,18 @@ impl Daemon {
     /// As `start`, with the open files limit (soft and hard) set to `nofile`, so a test can
     /// make the daemon run out of file descriptors.
     pub async fn start_with_nofile(dir: &TestDir, name: &str, body: &str, nofile: u64) -> Daemon {
+        Self::start_with_ulimit(dir, name, body, &format!("-n {nofile}")).await
+    }
+
+    /// As `start`, with the shell's `ulimit ARGS` (e.g. "-Sn 256") applied to sshvpnd.
+    pub async fn start_with_ulimit(dir: &TestDir, name: &str, body: &str, args: &str) -> Daemon {
         let config = dir.path().join(format!("{name}.toml"));
         std::fs::write(
             &config,
             format!("{}\n{body}", Self::daemon_section(dir, name)),
         )
         .expect("write config");
-        Self::spawn_with(None, Some(nofile), dir, name, config, &[]).await
+        Self::spawn_with(None, Some(args), dir, name, config, &[]).await
     }
 
     async fn spawn(dir: &TestDir, name: &str, config: PathBuf, env: &[(&str, &Path)]) -> Daemon {
@@ -133,7 +138,7 @@ impl Daemon {
 
     async fn spawn_with(
         netns: Option<&str>,
-        nofile: Option<u64>,
+        ulimit: Option<&str>,
         dir: &TestDir,
         name: &str,
         config: PathBuf,
@@ -145,17 +150,17 @@ impl Daemon {
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = match (netns, nofile) {
+        let mut cmd = match (netns, ulimit) {
             (Some(ns), _) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(binary("sshvpnd"));
                 c
             }
             // The shell sets the limit and then becomes sshvpnd (same pid).
-            (None, Some(n)) => {
+            (None, Some(args)) => {
                 let mut c = Command::new("sh");
                 c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(format!("ulimit {args} && exec \"$0\" \"$@\""))
                     .arg(binary("sshvpnd"));
                 c
             }

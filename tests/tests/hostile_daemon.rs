@@ -374,6 +374,37 @@ async fn local_forward_and_control_socket_survive_running_out_of_file_descriptor
     );
 }
 
+/// (soft, hard) "Max open files" from /proc/PID/limits.
+fn open_files_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("proc limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("Max open files");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (nums[0], nums[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshvpnd_raises_its_open_files_limit_to_the_hard_limit() {
+    let dir = TestDir::new();
+    // As systemd starts services: a soft limit of 1024 under a far higher hard limit.
+    let (_, hard) = open_files_limits(std::process::id());
+    assert!(
+        hard > 1024,
+        "this test needs a hard open files limit above 1024 (ulimit -Hn is {hard})"
+    );
+    let d = Daemon::start_with_ulimit(&dir, "d", "", "-Sn 1024").await;
+    assert_eq!(
+        open_files_limits(d.pid()),
+        (hard, hard),
+        "sshvpnd's soft open files limit"
+    );
+}
+
 // ---- 2. pre-banner floods ------------------------------------------------------------------
 
 /// Connects from `source` and writes `first` once, then `repeat` until the server cuts the
