@@ -69,8 +69,12 @@ impl Server {
     pub async fn run(self) {
         let me = crate::daemon::uid();
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                continue;
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    crate::pause_after_accept_error("control", &error).await;
+                    continue;
+                }
             };
             let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
             if !matches!(peer_uid, Some(u) if u == 0 || u == me) {

@@ -155,7 +155,14 @@ pub async fn serve_incoming(
 }
 
 async fn accept_loop(listener: TcpListener, handle: Handle, address: String, port: u32) {
-    while let Ok((tcp, peer)) = listener.accept().await {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                crate::pause_after_accept_error("remote forward", &error).await;
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let address = address.clone();
@@ -176,7 +183,14 @@ async fn accept_loop(listener: TcpListener, handle: Handle, address: String, por
 /// `ssh -L`: accepts on `listener` and carries each connection over a `direct-tcpip` channel
 /// to `host:port` as seen from the server.
 pub async fn local_forward(listener: TcpListener, handle: Handle, host: String, port: u16) {
-    while let Ok((tcp, peer)) = listener.accept().await {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                crate::pause_after_accept_error("local forward", &error).await;
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let host = host.clone();

@@ -15,7 +15,7 @@ pub mod systemd;
 pub mod trust;
 pub mod tun;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sshvpn_proto::{ClientConfig, Connection, Error};
 use tokio::net::TcpStream;
@@ -33,4 +33,15 @@ pub async fn connect(
     let socket = TcpStream::connect(addr).await?;
     let conn = Connection::client(config, Instant::now()).map_err(std::io::Error::other)?;
     Ok(driver::spawn(socket, conn, policy))
+}
+
+/// Pause after a failed `accept` before the next one. The usual cause is running out of file
+/// descriptors (EMFILE/ENFILE): the connection stays queued, so retrying at once would spin a
+/// core, and ending the loop would close the listener for good. Waiting lets connections close.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// What every accept loop does with an `accept` error: log it and wait [`ACCEPT_BACKOFF`].
+pub async fn pause_after_accept_error(listener: &str, error: &std::io::Error) {
+    tracing::warn!(listener, %error, "accept failed; retrying shortly");
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }

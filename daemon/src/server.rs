@@ -2,13 +2,14 @@
 //! connection, with sshd's protections against scanners (a cap on unauthenticated
 //! connections, a login grace time) and the per-key permissions of authorized_keys.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use sshvpn_proto::{Connection, Ed25519Key, ServerConfig};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::config::ServerSection;
 use crate::driver;
@@ -18,22 +19,129 @@ use crate::tun::server::TunPool;
 
 /// Unauthenticated connections allowed at once by default (sshd's MaxStartups).
 pub const MAX_STARTUPS: usize = 64;
+/// Unauthenticated connections allowed at once from one address by default (sshd's
+/// PerSourceMaxStartups). Without it, one scanner holding `MAX_STARTUPS` silent connections
+/// locks every user out for the login grace time.
+pub const MAX_STARTUPS_PER_SOURCE: usize = 10;
 
-/// Accepts connections on `listener` until the task is dropped.
+/// The unauthenticated connections in progress, in total and per source address.
+#[derive(Debug)]
+struct Startups {
+    max: usize,
+    max_per_source: usize,
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// One unauthenticated connection's place in [`Startups`], given back on drop.
+#[derive(Debug)]
+struct StartupSlot {
+    startups: Arc<Mutex<Startups>>,
+    source: IpAddr,
+}
+
+impl Startups {
+    /// A slot for a new connection from `source`, or `None` when either limit is reached.
+    fn admit(this: &Arc<Mutex<Startups>>, source: IpAddr) -> Option<StartupSlot> {
+        let mut s = this.lock().unwrap_or_else(PoisonError::into_inner);
+        let from_source = s.by_source.get(&source).copied().unwrap_or(0);
+        if s.total >= s.max || from_source >= s.max_per_source {
+            return None;
+        }
+        s.total += 1;
+        s.by_source.insert(source, from_source + 1);
+        Some(StartupSlot {
+            startups: this.clone(),
+            source,
+        })
+    }
+}
+
+impl Drop for StartupSlot {
+    fn drop(&mut self) {
+        let mut s = self.startups.lock().unwrap_or_else(PoisonError::into_inner);
+        s.total = s.total.saturating_sub(1);
+        if let Some(n) = s.by_source.get_mut(&self.source) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                s.by_source.remove(&self.source);
+            }
+        }
+    }
+}
+
+/// Connections closed for the startup limits, summed into one warning per
+/// [`REFUSALS_EVERY`] (a flood would otherwise write one line per connection).
+#[derive(Debug, Default)]
+struct Refusals {
+    count: u64,
+    since: Option<Instant>,
+}
+
+const REFUSALS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Refusals {
+    fn note(&mut self, peer: std::net::SocketAddr) {
+        self.count += 1;
+        let now = Instant::now();
+        if self
+            .since
+            .is_none_or(|t| now.duration_since(t) >= REFUSALS_EVERY)
+        {
+            tracing::warn!(
+                refused = self.count,
+                latest = %peer,
+                "too many unauthenticated connections (max_startups, max_startups_per_source); closing new ones"
+            );
+            self.count = 0;
+            self.since = Some(now);
+        }
+    }
+}
+
+/// Limits on connections that have not authenticated yet.
+#[derive(Debug, Clone, Copy)]
+pub struct StartupLimits {
+    pub max: usize,
+    pub max_per_source: usize,
+}
+
+impl Default for StartupLimits {
+    fn default() -> Self {
+        StartupLimits {
+            max: MAX_STARTUPS,
+            max_per_source: MAX_STARTUPS_PER_SOURCE,
+        }
+    }
+}
+
+/// Accepts connections on `listener` until the task is dropped. A connection over the
+/// startup limits is closed at once, before anything is read from it.
 pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     keys: AuthorizedKeys,
-    max_startups: usize,
+    limits: StartupLimits,
     tun_pool: Option<Arc<TunPool>>,
 ) {
-    let startups = Arc::new(Semaphore::new(max_startups));
+    let startups = Arc::new(Mutex::new(Startups {
+        max: limits.max,
+        max_per_source: limits.max_per_source,
+        total: 0,
+        by_source: HashMap::new(),
+    }));
+    let mut refused = Refusals::default();
     loop {
-        let Ok((socket, peer)) = listener.accept().await else {
-            continue;
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                crate::pause_after_accept_error("server", &error).await;
+                continue;
+            }
         };
-        let Ok(permit) = startups.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "too many unauthenticated connections; dropping");
+        let Some(permit) = Startups::admit(&startups, peer.ip()) else {
+            tracing::debug!(%peer, "too many unauthenticated connections; dropping");
+            refused.note(peer);
             continue;
         };
         let config = config.clone();
@@ -160,7 +268,10 @@ pub async fn start(
             listener,
             config.clone(),
             keys.clone(),
-            section.max_startups,
+            StartupLimits {
+                max: section.max_startups,
+                max_per_source: section.max_startups_per_source,
+            },
             tun_pool.clone(),
         )));
     }

@@ -26,8 +26,6 @@ use wire::{Decode, Hello, WireError};
 
 /// How long [`serve`] gives a client to finish its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Which protocol a client spoke; the reply must be in the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,8 +304,7 @@ pub async fn serve<F, Fut>(
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
-                tracing::warn!(%error, "SOCKS accept failed");
-                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                crate::pause_after_accept_error("SOCKS", &error).await;
                 continue;
             }
         };

@@ -103,3 +103,31 @@ pub fn release_free_memory() {
         libc::malloc_trim(0);
     }
 }
+
+/// Raises the soft limit on open files to the hard limit and returns the new soft limit.
+/// Every client connection, SOCKS client and forwarded connection costs a descriptor, and the
+/// usual soft limit (1024, also systemd's default) would cap a busy daemon far below the hard
+/// limit (524288 under systemd). sshvpnd uses epoll only, never select(2), so descriptors
+/// above 1024 are safe.
+pub fn raise_open_files_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)] // No safe binding for getrlimit/setrlimit among our dependencies.
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if got != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        #[allow(unsafe_code)] // As above.
+        // SAFETY: setrlimit only reads the `rlimit` we own and pass by pointer.
+        let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+        if set != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}

@@ -56,6 +56,7 @@ host_keys = ["$work/host"]
 authorized_keys = "$work/authorized_keys"
 tun_pool = "10.78.0.0/24"
 max_startups = 2000
+max_startups_per_source = 2000
 CFG
 inS "$bin/sshvpnd" -c "$work/server.toml" 2>"$work/server.log" &
 inS iperf3 -s -D -p 5201 >/dev/null

@@ -34,7 +34,7 @@ async fn main() -> Result<()> {
         listener,
         ServerConfig::new(host_key.clone()),
         AuthorizedKeys::List(authorized),
-        sshvpnd::server::MAX_STARTUPS,
+        sshvpnd::server::StartupLimits::default(),
         None,
     ));
     println!(

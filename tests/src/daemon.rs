@@ -105,6 +105,23 @@ impl Daemon {
         Self::spawn_in(Some(&netns.name), dir, name, config, &[]).await
     }
 
+    /// As `start`, with the open files limit (soft and hard) set to `nofile`, so a test can
+    /// make the daemon run out of file descriptors.
+    pub async fn start_with_nofile(dir: &TestDir, name: &str, body: &str, nofile: u64) -> Daemon {
+        Self::start_with_ulimit(dir, name, body, &format!("-n {nofile}")).await
+    }
+
+    /// As `start`, with the shell's `ulimit ARGS` (e.g. "-Sn 256") applied to sshvpnd.
+    pub async fn start_with_ulimit(dir: &TestDir, name: &str, body: &str, args: &str) -> Daemon {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &config,
+            format!("{}\n{body}", Self::daemon_section(dir, name)),
+        )
+        .expect("write config");
+        Self::spawn_with(None, Some(args), dir, name, config, &[]).await
+    }
+
     async fn spawn(dir: &TestDir, name: &str, config: PathBuf, env: &[(&str, &Path)]) -> Daemon {
         Self::spawn_in(None, dir, name, config, env).await
     }
@@ -116,19 +133,38 @@ impl Daemon {
         config: PathBuf,
         env: &[(&str, &Path)],
     ) -> Daemon {
+        Self::spawn_with(netns, None, dir, name, config, env).await
+    }
+
+    async fn spawn_with(
+        netns: Option<&str>,
+        ulimit: Option<&str>,
+        dir: &TestDir,
+        name: &str,
+        config: PathBuf,
+        env: &[(&str, &Path)],
+    ) -> Daemon {
         let log = dir.path().join(format!("{name}.log"));
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("log file");
-        let mut cmd = match netns {
-            Some(ns) => {
+        let mut cmd = match (netns, ulimit) {
+            (Some(ns), _) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns]).arg(binary("sshvpnd"));
                 c
             }
-            None => Command::new(binary("sshvpnd")),
+            // The shell sets the limit and then becomes sshvpnd (same pid).
+            (None, Some(args)) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("ulimit {args} && exec \"$0\" \"$@\""))
+                    .arg(binary("sshvpnd"));
+                c
+            }
+            (None, None) => Command::new(binary("sshvpnd")),
         };
         let child = cmd
             .arg("--config")

@@ -94,7 +94,7 @@ impl Server {
             listener,
             cfg,
             AuthorizedKeys::List(authorized),
-            sshvpnd::server::MAX_STARTUPS,
+            sshvpnd::server::StartupLimits::default(),
             None,
         ));
         Server {

@@ -49,6 +49,8 @@ pub struct ServerSection {
     pub login_grace: Interval,
     #[serde(default = "defaults::max_startups")]
     pub max_startups: usize,
+    #[serde(default = "defaults::max_startups_per_source")]
+    pub max_startups_per_source: usize,
     #[serde(default = "defaults::max_auth_tries")]
     pub max_auth_tries: u32,
 }
@@ -167,6 +169,9 @@ mod defaults {
     }
     pub fn max_startups() -> usize {
         64
+    }
+    pub fn max_startups_per_source() -> usize {
+        crate::server::MAX_STARTUPS_PER_SOURCE
     }
     pub fn max_auth_tries() -> u32 {
         6

@@ -33,6 +33,12 @@ const INBOUND_CHUNKS: usize = 16;
 const READ_BUF: usize = 256 * 1024;
 /// Stop reading the socket while this much output is waiting to be written.
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
+/// Channel opens and global requests from the peer waiting for the application. One socket
+/// read can carry hundreds of CHANNEL_OPENs (a browser opening a page through SOCKS), all
+/// turned into events before the application runs; what does not fit is refused as
+/// RESOURCE_SHORTAGE. So the queue holds as many opens as the protocol lets the peer have
+/// channels (proto's default `max_channels`); tokio allocates its slots only as they are used.
+const INCOMING_QUEUE: usize = 4096;
 
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
@@ -286,7 +292,7 @@ pub fn spawn(
     tokio::task::JoinHandle<Result<(), Error>>,
 ) {
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
-    let (incoming_tx, incoming_rx) = mpsc::channel(64);
+    let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (state_tx, state_rx) = watch::channel(State::Handshaking);
     let room = Arc::new(Notify::new());
     let handle = Handle {

@@ -105,7 +105,14 @@ async fn bind_forward(config: &ForwardConfig, link: LinkRef) -> Result<JoinHandl
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             tracing::info!(listen = %addr, connect = %target, "local forward listening");
             Ok(tokio::spawn(async move {
-                while let Ok((tcp, peer)) = listener.accept().await {
+                loop {
+                    let (tcp, peer) = match listener.accept().await {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            crate::pause_after_accept_error("local forward", &error).await;
+                            continue;
+                        }
+                    };
                     let _ = tcp.set_nodelay(true);
                     let (link, target) = (link.clone(), target.clone());
                     tokio::spawn(async move {
@@ -132,7 +139,14 @@ async fn bind_forward(config: &ForwardConfig, link: LinkRef) -> Result<JoinHandl
                 .map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
             tracing::info!(listen = %path.display(), connect = %target, "local forward listening");
             Ok(tokio::spawn(async move {
-                while let Ok((sock, _)) = listener.accept().await {
+                loop {
+                    let sock = match listener.accept().await {
+                        Ok((sock, _)) => sock,
+                        Err(error) => {
+                            crate::pause_after_accept_error("local forward", &error).await;
+                            continue;
+                        }
+                    };
                     let (link, target) = (link.clone(), target.clone());
                     tokio::spawn(async move {
                         let Some(handle) = link.get(OUTAGE_WAIT).await else {

@@ -13,6 +13,11 @@
 //!   netprobe tcp-hold HOST BASE PORTS PER   open PER echo connections to each of PORTS ports from
 //!                                           BASE, check each echoes a byte, print "held N", wait
 //!                                           for stdin EOF
+//!   netprobe flood ADDR:PORT SOURCE N       open N TCP connections from SOURCE (a third silent, a
+//!                                           third sending an SSH banner and stalling, a third
+//!                                           writing pre-banner lines until cut off); print
+//!                                           "connected C failed F", then hold them until stdin
+//!                                           closes and print "open O" (those still open)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -195,9 +200,16 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+        ["flood", addr, source, n] => {
+            flood(
+                addr.parse().expect("ADDR:PORT"),
+                source.parse().expect("SOURCE address"),
+                n.parse().expect("N"),
+            );
+        }
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte|tcp-hold …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte|tcp-hold|flood …"
             );
             std::process::exit(2);
         }
@@ -231,4 +243,124 @@ fn connect_retry(addr: &str) -> TcpStream {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (holding thousands of
+/// connections needs more than the usual 1024).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)] // No safe binding for getrlimit/setrlimit among our dependencies.
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    limit.rlim_cur = limit.rlim_max;
+    #[allow(unsafe_code)] // As above.
+    // SAFETY: setrlimit only reads the `rlimit` we own and pass by pointer.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
+/// Many unauthenticated connections at once: see the usage at the top.
+fn flood(server: std::net::SocketAddr, source: std::net::IpAddr, n: usize) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+
+    raise_open_files_limit();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        // Connects in flight at once: enough to outrun the server's accept loop, few enough
+        // not to overflow its listen backlog (SYN retries would only slow the flood down).
+        let gate = Arc::new(tokio::sync::Semaphore::new(512));
+        let done = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let all_done = Arc::new(tokio::sync::Notify::new());
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let (gate, done, failures, all_done, mut stop) = (
+                gate.clone(),
+                done.clone(),
+                failures.clone(),
+                all_done.clone(),
+                stop_rx.clone(),
+            );
+            tasks.spawn(async move {
+                let connected = async {
+                    let _slot = gate.acquire_owned().await.expect("gate");
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(std::net::SocketAddr::new(source, 0))?;
+                    tokio::time::timeout(Duration::from_secs(20), socket.connect(server))
+                        .await
+                        .map_err(|_| std::io::Error::other("connect timed out"))?
+                }
+                .await;
+                if connected.is_err() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                if done.fetch_add(1, Ordering::SeqCst) + 1 == n {
+                    all_done.notify_one();
+                }
+                let Ok(mut stream) = connected else {
+                    return None;
+                };
+                match i % 3 {
+                    0 => {}
+                    1 => {
+                        let _ = stream.write_all(b"SSH-2.0-flood_1.0\r\n").await;
+                    }
+                    _ => {
+                        let line = b"a line before the identification string, again\r\n";
+                        loop {
+                            tokio::select! {
+                                w = stream.write_all(line) => if w.is_err() { break },
+                                _ = stop.changed() => break,
+                            }
+                        }
+                    }
+                }
+                let _ = stop.wait_for(|s| *s).await;
+                // Still open: a read would block (nothing or only the server's banner and
+                // KEXINIT pending is also "open"; EOF or a reset is "closed").
+                let mut buf = vec![0u8; 64 * 1024];
+                let open = loop {
+                    match stream.try_read(&mut buf) {
+                        Ok(0) => break false,
+                        Ok(_) => continue,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+                        Err(_) => break false,
+                    }
+                };
+                Some(open)
+            });
+        }
+        if n > 0 {
+            all_done.notified().await;
+        }
+        // Let the server answer (or cut off) the last connections before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let failed = failures.load(Ordering::SeqCst);
+        println!("connected {} failed {failed}", n - failed);
+        let _ = tokio::task::spawn_blocking(|| {
+            let mut rest = Vec::new();
+            let _ = std::io::stdin().read_to_end(&mut rest);
+        })
+        .await;
+        let _ = stop_tx.send(true);
+        let (mut open, mut failed) = (0usize, 0usize);
+        while let Some(r) = tasks.join_next().await {
+            match r.expect("flood task") {
+                Some(true) => open += 1,
+                Some(false) => {}
+                None => failed += 1,
+            }
+        }
+        println!("open {open} failed {failed}");
+    });
 }
