@@ -68,7 +68,7 @@ impl ServerPolicy {
 }
 
 impl Policy for ServerPolicy {
-    fn verify_host_key(&mut self, _key: &PublicKey) -> bool {
+    fn verify_host_key(&mut self, _key: &sshvpn_proto::HostKey) -> bool {
         false
     }
 

@@ -25,7 +25,7 @@ use crate::connection::{
 use crate::error::Error;
 use crate::event::Event;
 use crate::rng::Random;
-use crate::transport::hostkey::{Ed25519Key, PublicKey};
+use crate::transport::hostkey::{Ed25519Key, HostKey};
 use crate::transport::kex::Negotiated;
 use crate::transport::{Input, Role, Transport, TransportConfig};
 use crate::wire::{DisconnectReason, MsgType};
@@ -209,7 +209,7 @@ impl Connection {
     }
 
     /// Client: the server's host key once accepted; server: our own.
-    pub fn host_key(&self) -> Option<&PublicKey> {
+    pub fn host_key(&self) -> Option<&HostKey> {
         self.transport.peer_host_key()
     }
 

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use sshvpn_proto::transport::cipher::CipherAlg;
-use sshvpn_tests::harness::{EchoServer, Sshd, SshdOptions, TestDir, transfer_echo};
+use sshvpn_tests::harness::{EchoServer, KeyPair, Sshd, SshdOptions, TestDir, transfer_echo};
 use sshvpn_tests::peers;
 use sshvpnd::trust::HostKeyVerdict;
 use tokio::net::TcpListener;
@@ -125,4 +125,98 @@ async fn key_not_authorized_is_refused() {
         err.to_string().contains("permission denied (publickey"),
         "{err}"
     );
+}
+
+/// sshd with an RSA host key as the only one it may use (its ed25519 key stays configured but
+/// `HostKeyAlgorithms` keeps it out of negotiation).
+async fn setup_rsa_host(bits: &str) -> (TestDir, Sshd, KeyPair, KeyPair, EchoServer) {
+    let dir = TestDir::new();
+    let rsa = dir
+        .keygen_typed("ssh_host_rsa_key", &["-t", "rsa", "-b", bits])
+        .await;
+    let opts = SshdOptions {
+        extra: vec![
+            ("HostKey".into(), rsa.private.display().to_string()),
+            (
+                "HostKeyAlgorithms".into(),
+                "rsa-sha2-512,rsa-sha2-256".into(),
+            ),
+        ],
+        ..SshdOptions::default()
+    };
+    let sshd = Sshd::start(&dir, opts).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    (dir, sshd, rsa, key, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_only_server_is_verified_through_known_hosts_and_moves_data() {
+    let (dir, sshd, rsa, key, echo) = setup_rsa_host("3072").await;
+    let line = format!("[127.0.0.1]:{} {}", sshd.port(), rsa.key_type_and_blob());
+    assert!(line.contains(" ssh-rsa "), "{line}");
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let user = client.handle.authenticated().await;
+    assert_eq!(user.unwrap(), "root", "sshd log:\n{}", sshd.log());
+    assert_eq!(
+        client.verdict.lock().unwrap().clone(),
+        Some(HostKeyVerdict::Trusted)
+    );
+    echo_through(&client, &echo, 1 << 20).await;
+    // We prefer SHA-512 (RFC 8332 §3.1), and never SHA-1.
+    assert!(
+        sshd.log().contains("host key algorithm: rsa-sha2-512"),
+        "sshd log:\n{}",
+        sshd.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_rsa_host_key_is_refused_with_its_fingerprint() {
+    let (dir, sshd, rsa, key, _echo) = setup_rsa_host("2048").await;
+    let impostor = dir
+        .keygen_typed("impostor_rsa", &["-t", "rsa", "-b", "2048"])
+        .await;
+    let line = format!(
+        "[127.0.0.1]:{} {}",
+        sshd.port(),
+        impostor.key_type_and_blob()
+    );
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    let expected = fingerprint_of(&rsa).await;
+    assert!(err.to_string().contains("was not accepted"), "{err}");
+    assert!(err.to_string().contains(&expected), "{err}");
+    match client.verdict.lock().unwrap().clone() {
+        Some(HostKeyVerdict::Changed { fingerprint, .. }) => assert_eq!(fingerprint, expected),
+        other => panic!("expected a changed-key verdict, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_host_key_below_2048_bits_is_refused() {
+    let (dir, sshd, rsa, key, _echo) = setup_rsa_host("1024").await;
+    let line = format!("[127.0.0.1]:{} {}", sshd.port(), rsa.key_type_and_blob());
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    assert!(
+        err.to_string().contains("RSA key of 1024 bits refused"),
+        "{err}"
+    );
+}
+
+/// `ssh-keygen -lf`'s SHA256 fingerprint of a key pair.
+async fn fingerprint_of(key: &KeyPair) -> String {
+    let out = tokio::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key.public)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|t| t.starts_with("SHA256:"))
+        .unwrap()
+        .to_owned()
 }

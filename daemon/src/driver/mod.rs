@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sshvpn_proto::{
-    ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, OpenFailure,
-    PublicKey, RequestId,
+    ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, HostKey,
+    OpenFailure, PublicKey, RequestId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -37,7 +37,7 @@ const MAX_PENDING_OUTPUT: usize = 4 << 20;
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
-    fn verify_host_key(&mut self, key: &PublicKey) -> bool;
+    fn verify_host_key(&mut self, key: &HostKey) -> bool;
     /// Server: may `user` log in with `key` (`signed`: the signature was verified)?
     fn authorize_key(&mut self, _user: &str, _key: &PublicKey, _signed: bool) -> bool {
         false
@@ -468,7 +468,7 @@ impl Driver {
                         .map(|(k, v)| (k.to_owned(), v))
                         .collect(),
                     rtt: self.rtt,
-                    host_key: self.conn.host_key().map(PublicKey::fingerprint),
+                    host_key: self.conn.host_key().map(HostKey::fingerprint),
                 });
             }
         }

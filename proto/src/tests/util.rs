@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::{ClientConfig, Connection, ServerConfig};
 use crate::rng::Random;
-use crate::{ChannelId, Ed25519Key, Error, Event, PublicKey};
+use crate::{ChannelId, Ed25519Key, Error, Event, HostKey, PublicKey};
 
 pub fn host_key() -> Ed25519Key {
     Ed25519Key::from_seed(&[11; 32])
@@ -102,7 +102,7 @@ impl Pair {
             progress = true;
             match ev {
                 Event::VerifyHostKey(key) => {
-                    let ok = key == self.trusted_host_key;
+                    let ok = key == HostKey::from(self.trusted_host_key);
                     if let Err(e) = self.client.host_key_verdict(ok, self.now) {
                         self.client_error = Some(e);
                     }

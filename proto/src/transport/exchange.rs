@@ -5,7 +5,7 @@
 use super::Role;
 use super::Tx;
 use super::cipher::{CipherAlg, OpeningKey, SealingKey};
-use super::hostkey::{Ed25519Key, PublicKey};
+use super::hostkey::{Ed25519Key, HostKey};
 use super::kex::curve25519::{self, Ephemeral, HashInputs, SharedSecret};
 use super::kex::{self, KexInit, Negotiated, Preferences};
 use super::version::OUR_IDENT;
@@ -17,7 +17,7 @@ use crate::wire::{MsgType, Reader, Writer};
 pub enum KexOutcome {
     Continue,
     /// Client: the server proved possession of this host key; the verdict is up to the caller.
-    VerifyHostKey(PublicKey),
+    VerifyHostKey(HostKey),
     /// Server: NEWKEYS has been sent; install the sealing key.
     SentNewKeys,
 }
@@ -40,7 +40,7 @@ pub struct Exchange {
     negotiated: Option<Negotiated>,
     step: Step,
     hash: [u8; 32],
-    peer_host_key: Option<PublicKey>,
+    peer_host_key: Option<HostKey>,
     sealing: Option<SealingKey>,
     opening: Option<OpeningKey>,
     newkeys_sent: bool,
@@ -90,8 +90,8 @@ impl Exchange {
         self.negotiated.as_ref()
     }
 
-    pub fn peer_host_key(&self) -> Option<PublicKey> {
-        self.peer_host_key
+    pub fn peer_host_key(&self) -> Option<&HostKey> {
+        self.peer_host_key.as_ref()
     }
 
     pub fn exchange_hash(&self) -> [u8; 32] {
@@ -152,14 +152,21 @@ impl Exchange {
                 let server_public = r.string()?;
                 let signature = r.string()?;
                 r.finish("KEX_ECDH_REPLY")?;
-                let key = PublicKey::from_blob(host_key_blob).map_err(Error::HostKeySignature)?;
+                let Some(alg) = self.negotiated.map(|n| n.host_key) else {
+                    return Err(Error::Unexpected {
+                        msg,
+                        state: "before algorithms were negotiated",
+                    });
+                };
+                let key =
+                    HostKey::from_blob(alg, host_key_blob).map_err(Error::HostKeySignature)?;
                 let client_public = eph.public;
                 let k = eph.agree(server_public)?;
                 self.hash = self.hash_with(host_key_blob, &client_public, server_public, &k);
-                key.verify_blob(&self.hash, signature)
+                key.verify(alg, &self.hash, signature)
                     .map_err(Error::HostKeySignature)?;
                 self.derive(&k, session_id);
-                self.peer_host_key = Some(key);
+                self.peer_host_key = Some(key.clone());
                 Ok(KexOutcome::VerifyHostKey(key))
             }
             (Step::ServerAwaitInit, MsgType::KEX_ECDH_INIT) => {
