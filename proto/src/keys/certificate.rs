@@ -217,3 +217,222 @@ pub fn unix_to_utc(t: u64) -> String {
         rem % 60
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use ssh_key::PrivateKey;
+    use ssh_key::certificate::Builder;
+    use ssh_key::private::Ed25519Keypair;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key(seed: u8) -> PrivateKey {
+        PrivateKey::from(Ed25519Keypair::from_seed(&[seed; 32]))
+    }
+
+    /// A certificate for key 2 signed by CA 1, valid an hour either side of NOW.
+    fn builder(cert_type: CertType) -> Builder {
+        let mut b = Builder::new(
+            [7u8; 32],
+            key(2).public_key().key_data().clone(),
+            NOW - 3600,
+            NOW + 3600,
+        )
+        .unwrap();
+        b.cert_type(cert_type).unwrap();
+        b.key_id("test").unwrap();
+        b.valid_principal("alice").unwrap();
+        b.valid_principal("vpn.example.com").unwrap();
+        b
+    }
+
+    fn req(cert_type: CertType, principal: &str) -> Requirements<'_> {
+        Requirements {
+            cert_type,
+            principal,
+            now: NOW,
+            peer: Some("192.0.2.7".parse().unwrap()),
+        }
+    }
+
+    fn blob(cert: &Certificate) -> Vec<u8> {
+        ssh_key::encoding::Encode::encode_vec(cert).unwrap()
+    }
+
+    #[test]
+    fn valid_certificates_pass_and_round_trip_through_parse() {
+        let host = builder(CertType::Host).sign(&key(1)).unwrap();
+        let parsed = parse(&blob(&host)).unwrap();
+        assert_eq!(parsed, host);
+        check(&parsed, &req(CertType::Host, "vpn.example.com")).unwrap();
+        let user = builder(CertType::User).sign(&key(1)).unwrap();
+        check(&user, &req(CertType::User, "alice")).unwrap();
+        assert!(!permits_port_forwarding(&user));
+    }
+
+    #[test]
+    fn each_check_refuses_with_its_reason() {
+        let host = builder(CertType::Host).sign(&key(1)).unwrap();
+        assert_eq!(
+            check(&host, &req(CertType::User, "alice")),
+            Err(CertError::WrongType {
+                wanted: "user",
+                found: "host"
+            })
+        );
+        let err = check(&host, &req(CertType::Host, "other.example.com")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "certificate principals [alice,vpn.example.com] do not include \"other.example.com\""
+        );
+        let mut late = req(CertType::Host, "alice");
+        late.now = NOW + 3600;
+        assert!(matches!(
+            check(&host, &late),
+            Err(CertError::Expired { .. })
+        ));
+        late.now = NOW - 3601;
+        assert!(matches!(
+            check(&host, &late),
+            Err(CertError::NotYetValid { .. })
+        ));
+
+        let mut b = builder(CertType::User);
+        b.critical_option("force-command", "/bin/true").unwrap();
+        let forced = b.sign(&key(1)).unwrap();
+        assert_eq!(
+            check(&forced, &req(CertType::User, "alice")),
+            Err(CertError::UnsupportedCriticalOption("force-command".into()))
+        );
+
+        // No principals: OpenSSH's "any principal" in some uses; refused here.
+        let mut b = Builder::new(
+            [7u8; 32],
+            key(2).public_key().key_data().clone(),
+            NOW - 1,
+            NOW + 1,
+        )
+        .unwrap();
+        b.cert_type(CertType::User).unwrap();
+        b.all_principals_valid().unwrap();
+        let anyone = b.sign(&key(1)).unwrap();
+        assert_eq!(
+            check(&anyone, &req(CertType::User, "alice")),
+            Err(CertError::NoPrincipals)
+        );
+    }
+
+    #[test]
+    fn source_address_is_checked_against_the_peer() {
+        for (list, ok) in [
+            ("192.0.2.0/24", true),
+            ("10.0.0.0/8,192.0.2.7", true),
+            ("198.51.100.0/24", false),
+            ("2001:db8::/32", false),
+        ] {
+            let mut b = builder(CertType::User);
+            b.critical_option(SOURCE_ADDRESS, list).unwrap();
+            let cert = b.sign(&key(1)).unwrap();
+            let result = check(&cert, &req(CertType::User, "alice"));
+            assert_eq!(result.is_ok(), ok, "{list}: {result:?}");
+        }
+        let mut b = builder(CertType::User);
+        b.critical_option(SOURCE_ADDRESS, "192.0.2.*").unwrap();
+        let cert = b.sign(&key(1)).unwrap();
+        assert!(matches!(
+            check(&cert, &req(CertType::User, "alice")),
+            Err(CertError::BadSourceAddress(_))
+        ));
+        // An IPv4 peer seen on a dual-stack socket is still the IPv4 address.
+        let mut b = builder(CertType::User);
+        b.critical_option(SOURCE_ADDRESS, "192.0.2.7/32").unwrap();
+        let cert = b.sign(&key(1)).unwrap();
+        let mut mapped = req(CertType::User, "alice");
+        mapped.peer = Some("::ffff:192.0.2.7".parse().unwrap());
+        check(&cert, &mapped).unwrap();
+    }
+
+    #[test]
+    fn a_forged_or_tampered_certificate_fails_its_signature() {
+        let cert = builder(CertType::User).sign(&key(1)).unwrap();
+        let good = blob(&cert);
+        // Flip one bit of every byte of the signed part in turn: either the blob no longer
+        // parses, or the CA signature fails. Never accepted, never a panic.
+        let signed_len = good.len() - 4 - 4 - 11 - 4 - 64;
+        for i in 0..signed_len {
+            let mut bad = good.clone();
+            bad[i] ^= 0x01;
+            if let Ok(c) = parse(&bad) {
+                assert!(
+                    check(&c, &req(CertType::User, "alice")).is_err(),
+                    "byte {i} flipped still passes"
+                );
+            }
+        }
+        // The signature itself.
+        let mut bad = good.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x80;
+        let c = parse(&bad).unwrap();
+        assert_eq!(verify_ca_signature(&c), Err(CertError::BadCaSignature));
+    }
+
+    #[test]
+    fn truncated_and_wrongly_typed_blobs_are_malformed() {
+        let good = blob(&builder(CertType::Host).sign(&key(1)).unwrap());
+        for len in 0..good.len() {
+            assert_eq!(
+                parse(&good[..len]),
+                Err(CertError::Malformed),
+                "length {len}"
+            );
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(parse(&trailing), Err(CertError::Malformed));
+        // A plain key blob is not a certificate.
+        let plain = key(2).public_key().to_bytes().unwrap();
+        assert_eq!(parse(&plain), Err(CertError::Malformed));
+    }
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(unix_to_utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(unix_to_utc(1_577_923_200), "2020-01-02T00:00:00Z");
+        assert_eq!(unix_to_utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(unix_to_utc(u64::MAX), "forever");
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_certificate_blobs_never_panic(
+            prefix in prop::sample::select(vec![
+                "ssh-ed25519-cert-v01@openssh.com",
+                "ssh-rsa-cert-v01@openssh.com",
+                "ecdsa-sha2-nistp256-cert-v01@openssh.com",
+            ]),
+            tail in prop::collection::vec(any::<u8>(), 0..800),
+        ) {
+            let mut b = Vec::new();
+            crate::wire::Writer::new(&mut b).string(prefix).raw(&tail);
+            if let Ok(c) = parse(&b) {
+                let _ = check(&c, &req(CertType::User, "alice"));
+            }
+        }
+
+        #[test]
+        fn mutated_certificates_never_pass(i in 0usize..400, bit in 0u8..8) {
+            let mut b = blob(&builder(CertType::User).sign(&key(1)).unwrap());
+            let len = b.len();
+            if let Some(byte) = b.get_mut(i % len) {
+                *byte ^= 1 << bit;
+            }
+            if let Ok(c) = parse(&b) {
+                // Only a flip in the unsigned comment-free tail could survive, and there is none.
+                prop_assert!(check(&c, &req(CertType::User, "alice")).is_err());
+            }
+        }
+    }
+}

@@ -640,3 +640,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "known_hosts_cert_tests.rs"]
+mod cert_tests;

@@ -90,6 +90,22 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
+    /// A key pair already on disk: `private` and `private.pub`.
+    pub fn existing(private: &Path) -> KeyPair {
+        let mut public = private.as_os_str().to_owned();
+        public.push(".pub");
+        let public = PathBuf::from(public);
+        let public_line = std::fs::read_to_string(&public)
+            .unwrap_or_else(|e| panic!("read {}: {e}", public.display()))
+            .trim_end()
+            .to_owned();
+        KeyPair {
+            private: private.to_owned(),
+            public,
+            public_line,
+        }
+    }
+
     /// `ssh-ed25519 AAAA…` without the comment, as known_hosts and authorized_keys match it.
     pub fn key_type_and_blob(&self) -> String {
         self.public_line
