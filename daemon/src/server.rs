@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use crate::config::ServerSection;
 use crate::driver;
 use crate::forward::serve_incoming;
-use crate::policy::{AuthorizedKeys, ServerPolicy};
+use crate::policy::{AuthorizedKeys, ServerPolicy, TrustedUserCaKeys};
 use crate::tun::server::TunPool;
 
 /// Unauthenticated connections allowed at once by default (sshd's MaxStartups).
@@ -24,6 +24,7 @@ pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     keys: AuthorizedKeys,
+    user_cas: Option<TrustedUserCaKeys>,
     max_startups: usize,
     tun_pool: Option<Arc<TunPool>>,
 ) {
@@ -37,7 +38,8 @@ pub async fn serve(
             continue;
         };
         let config = config.clone();
-        let policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
+        let mut policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
+        policy.trusted_user_ca_keys = user_cas.clone();
         let grant = policy.grant.clone();
         let tun_pool = tun_pool.clone();
         let span = tracing::info_span!("client", %peer);
@@ -146,6 +148,10 @@ pub async fn start(
     config.login_grace = section.login_grace.0;
     config.max_auth_tries = section.max_auth_tries;
     let keys = AuthorizedKeys::File(section.authorized_keys.clone());
+    let user_cas = section
+        .trusted_user_ca_keys
+        .clone()
+        .map(TrustedUserCaKeys::File);
     let tun_pool = match &section.tun_pool {
         Some(p) => Some(TunPool::new(*p)?),
         None => None,
@@ -160,6 +166,7 @@ pub async fn start(
             listener,
             config.clone(),
             keys.clone(),
+            user_cas.clone(),
             section.max_startups,
             tun_pool.clone(),
         )));

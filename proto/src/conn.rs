@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::auth::client::{ClientAuth, ClientAuthEvent, Identity};
-use crate::auth::server::{ServerAuth, ServerAuthEvent};
+use crate::auth::server::{KeyQuestion, ServerAuth, ServerAuthEvent};
 use crate::connection::{
     ChannelConfig, ChannelError, ChannelId, ChannelKind, Channels, GlobalRequest, OpenFailure,
     RequestId,
@@ -379,11 +379,20 @@ impl Connection {
     fn on_server_auth(&mut self, event: ServerAuthEvent) {
         match event {
             ServerAuthEvent::None => {}
-            ServerAuthEvent::Ask(q) => self.events.push_back(Event::AuthorizeKey {
-                user: q.user,
-                key: q.key,
-                signed: q.signed,
-            }),
+            ServerAuthEvent::Ask(q) => {
+                let KeyQuestion {
+                    user,
+                    key,
+                    certificate,
+                    signed,
+                } = *q;
+                self.events.push_back(Event::AuthorizeKey {
+                    user,
+                    key,
+                    certificate,
+                    signed,
+                });
+            }
             ServerAuthEvent::Success { .. } => self.on_authenticated(),
         }
     }

@@ -20,9 +20,13 @@ pub enum Event {
     /// Server: may `user` log in with `key`? Input is paused until `Connection::authorize_key`.
     /// When `signed` is true the key's signature has been verified and accepting logs the user
     /// in; when false the client only asks whether the key would be acceptable.
+    /// With `certificate`, `key` is the certified key and signed as such; the certificate
+    /// itself (CA, principals, validity, options) is unchecked: that is the application's
+    /// part (`keys::certificate::check`).
     AuthorizeKey {
         user: String,
         key: PublicKey,
+        certificate: Option<Box<ssh_key::Certificate>>,
         signed: bool,
     },
     /// Authentication succeeded (both roles); channels may be opened now.

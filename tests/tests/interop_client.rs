@@ -8,7 +8,9 @@
 
 use std::time::Duration;
 
+use sshvpn_proto::keys::load_private_key_file;
 use sshvpn_proto::transport::cipher::CipherAlg;
+use sshvpn_proto::{Ed25519Key, Identity};
 use sshvpn_tests::harness::{EchoServer, KeyPair, Sshd, SshdOptions, TestDir, transfer_echo};
 use sshvpn_tests::peers;
 use sshvpnd::trust::HostKeyVerdict;
@@ -389,4 +391,88 @@ async fn ca_trusted_for_other_hosts_only_falls_back_to_the_plain_key() {
     );
     let client = h.connect(&plain).await;
     assert_eq!(client.handle.authenticated().await.unwrap(), "root");
+}
+
+/// sshd trusting `ca` for user certificates (TrustedUserCAKeys); no authorized_keys entries.
+async fn sshd_trusting_user_ca(dir: &TestDir, ca: &KeyPair) -> Sshd {
+    let opts = SshdOptions {
+        extra: vec![("TrustedUserCAKeys".into(), ca.public.display().to_string())],
+        ..SshdOptions::default()
+    };
+    Sshd::start(dir, opts).await
+}
+
+fn certified_identity(key: &KeyPair, cert: &std::path::Path) -> Identity {
+    let private = load_private_key_file(&key.private, None).unwrap();
+    let private = Ed25519Key::from_ssh_key(&private).unwrap();
+    let cert = sshvpn_proto::ssh_key::Certificate::read_file(cert).unwrap();
+    Identity::certified(private, &cert).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_logs_in_to_sshd_with_trusted_user_ca_keys() {
+    let dir = TestDir::new();
+    let ca = dir.keygen("user_ca").await;
+    let sshd = sshd_trusting_user_ca(&dir, &ca).await;
+    let key = dir.keygen("client").await;
+    let cert = dir
+        .sign_key(&ca, &key, "alice", &["-n", "root", "-V", "-5m:+1h"])
+        .await;
+    let echo = EchoServer::start().await;
+    // Only the certified identity: the plain key is not authorized.
+    let identity = certified_identity(&key, &cert);
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |c| {
+        c.identities = vec![identity];
+    })
+    .await;
+    let user = client.handle.authenticated().await;
+    assert_eq!(user.unwrap(), "root", "sshd log:\n{}", sshd.log());
+    echo_through(&client, &echo, 1 << 20).await;
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey for root") && log.contains("ED25519-CERT"),
+        "sshd log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_for_another_principal_is_refused_by_sshd() {
+    let dir = TestDir::new();
+    let ca = dir.keygen("user_ca").await;
+    let sshd = sshd_trusting_user_ca(&dir, &ca).await;
+    let key = dir.keygen("client").await;
+    let cert = dir
+        .sign_key(&ca, &key, "alice", &["-n", "alice", "-V", "-5m:+1h"])
+        .await;
+    let identity = certified_identity(&key, &cert);
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |c| {
+        c.identities = vec![identity];
+    })
+    .await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert!(
+        sshd.log().contains("name is not a listed principal"),
+        "sshd log:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn a_certificate_for_another_key_is_refused_locally() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = TestDir::new();
+        let ca = dir.keygen("user_ca").await;
+        let key = dir.keygen("client").await;
+        let other = dir.keygen("other").await;
+        let cert = dir
+            .sign_key(&ca, &other, "alice", &["-n", "root", "-V", "+1h"])
+            .await;
+        let private = load_private_key_file(&key.private, None).unwrap();
+        let private = Ed25519Key::from_ssh_key(&private).unwrap();
+        let cert = sshvpn_proto::ssh_key::Certificate::read_file(&cert).unwrap();
+        let err = Identity::certified(private, &cert).unwrap_err();
+        assert!(err.to_string().contains("another key"), "{err}");
+    });
 }

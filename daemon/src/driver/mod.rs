@@ -39,7 +39,14 @@ pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
     fn verify_host_key(&mut self, key: &HostKey) -> bool;
     /// Server: may `user` log in with `key` (`signed`: the signature was verified)?
-    fn authorize_key(&mut self, _user: &str, _key: &PublicKey, _signed: bool) -> bool {
+    /// With `certificate`, `key` is the certified key; the certificate is unchecked.
+    fn authorize_key(
+        &mut self,
+        _user: &str,
+        _key: &PublicKey,
+        _certificate: Option<&sshvpn_proto::ssh_key::Certificate>,
+        _signed: bool,
+    ) -> bool {
         false
     }
     /// Client: the ssh-agent socket that holds external identities' private keys.
@@ -590,8 +597,15 @@ impl Driver {
                     let _ = cmd.send(Cmd::Signed { signature }).await;
                 });
             }
-            Event::AuthorizeKey { user, key, signed } => {
-                let ok = self.policy.authorize_key(&user, &key, signed);
+            Event::AuthorizeKey {
+                user,
+                key,
+                certificate,
+                signed,
+            } => {
+                let ok = self
+                    .policy
+                    .authorize_key(&user, &key, certificate.as_deref(), signed);
                 self.conn.authorize_key(ok, now)?;
             }
             Event::Authenticated { user } => {

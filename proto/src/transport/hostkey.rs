@@ -37,6 +37,8 @@ pub enum KeyBlobError {
     Malformed(#[from] WireError),
     #[error("signature does not verify")]
     BadSignature,
+    #[error("the certificate is for another key")]
+    CertificateKeyMismatch,
     #[error("RSA key of {0} bits refused: sshvpn requires {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")]
     RsaKeySize(u32),
 }
