@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use crate::config::ServerSection;
 use crate::driver;
 use crate::forward::serve_incoming;
-use crate::policy::{AuthorizedKeys, ServerPolicy};
+use crate::policy::{AuthorizedKeys, ServerPolicy, TrustedUserCaKeys};
 use crate::tun::server::TunPool;
 
 /// Unauthenticated connections allowed at once by default (sshd's MaxStartups).
@@ -121,6 +121,7 @@ pub async fn serve(
     listener: TcpListener,
     config: ServerConfig,
     keys: AuthorizedKeys,
+    user_cas: Option<TrustedUserCaKeys>,
     limits: StartupLimits,
     tun_pool: Option<Arc<TunPool>>,
 ) {
@@ -145,7 +146,8 @@ pub async fn serve(
             continue;
         };
         let config = config.clone();
-        let policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
+        let mut policy = ServerPolicy::new(keys.clone(), Some(peer.ip()));
+        policy.trusted_user_ca_keys = user_cas.clone();
         let grant = policy.grant.clone();
         let tun_pool = tun_pool.clone();
         let span = tracing::info_span!("client", %peer);
@@ -254,6 +256,10 @@ pub async fn start(
     config.login_grace = section.login_grace.0;
     config.max_auth_tries = section.max_auth_tries;
     let keys = AuthorizedKeys::File(section.authorized_keys.clone());
+    let user_cas = section
+        .trusted_user_ca_keys
+        .clone()
+        .map(TrustedUserCaKeys::File);
     let tun_pool = match &section.tun_pool {
         Some(p) => Some(TunPool::new(*p)?),
         None => None,
@@ -268,6 +274,7 @@ pub async fn start(
             listener,
             config.clone(),
             keys.clone(),
+            user_cas.clone(),
             StartupLimits {
                 max: section.max_startups,
                 max_per_source: section.max_startups_per_source,

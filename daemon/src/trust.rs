@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use sshvpn_proto::PublicKey;
-use sshvpn_proto::keys::{HostKeyStatus, KnownHosts};
+use sshvpn_proto::HostKey;
+use sshvpn_proto::keys::{HostCertStatus, HostKeyStatus, KnownHosts};
 
 use crate::driver::Policy;
 
@@ -42,6 +42,19 @@ pub enum HostKeyVerdict {
         fingerprint: String,
         expected: String,
     },
+    /// A host certificate whose CA is trusted for the host (or revoked) failed a check.
+    CertificateRefused {
+        fingerprint: String,
+        line: Option<usize>,
+        reason: String,
+    },
+}
+
+/// Seconds since the epoch, for certificate validity.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl HostKeyTrust {
@@ -58,8 +71,30 @@ impl HostKeyTrust {
         })
     }
 
-    pub fn check(&self, key: &PublicKey) -> HostKeyVerdict {
+    pub fn check(&self, key: &HostKey) -> HostKeyVerdict {
         let fingerprint = key.fingerprint();
+        if let (
+            Some(cert),
+            HostKeyTrust::KnownHosts {
+                known_hosts,
+                host,
+                port,
+            },
+        ) = (key.certificate(), self)
+        {
+            match known_hosts.check_host_certificate(host, *port, cert, unix_now()) {
+                HostCertStatus::Trusted { .. } => return HostKeyVerdict::Trusted,
+                HostCertStatus::Refused { line, reason } => {
+                    return HostKeyVerdict::CertificateRefused {
+                        fingerprint,
+                        line,
+                        reason: reason.to_string(),
+                    };
+                }
+                // As OpenSSH: no CA for this host, so check the certified key as a plain key.
+                HostCertStatus::NoAuthority => {}
+            }
+        }
         match self {
             HostKeyTrust::Fingerprint(expected) => {
                 if *expected == fingerprint {
@@ -110,7 +145,7 @@ impl ClientPolicy {
 }
 
 impl Policy for ClientPolicy {
-    fn verify_host_key(&mut self, key: &PublicKey) -> bool {
+    fn verify_host_key(&mut self, key: &HostKey) -> bool {
         let verdict = self.trust.check(key);
         let ok = verdict == HostKeyVerdict::Trusted;
         if !ok {

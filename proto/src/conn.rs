@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use crate::auth::client::{ClientAuth, ClientAuthEvent, Identity};
-use crate::auth::server::{ServerAuth, ServerAuthEvent};
+use crate::auth::server::{KeyQuestion, ServerAuth, ServerAuthEvent};
 use crate::connection::{
     ChannelConfig, ChannelError, ChannelId, ChannelKind, Channels, GlobalRequest, OpenFailure,
     RequestId,
@@ -25,7 +25,7 @@ use crate::connection::{
 use crate::error::Error;
 use crate::event::Event;
 use crate::rng::Random;
-use crate::transport::hostkey::{Ed25519Key, PublicKey};
+use crate::transport::hostkey::{Ed25519Key, HostKey};
 use crate::transport::kex::Negotiated;
 use crate::transport::{Input, Role, Transport, TransportConfig};
 use crate::wire::{DisconnectReason, MsgType};
@@ -209,7 +209,7 @@ impl Connection {
     }
 
     /// Client: the server's host key once accepted; server: our own.
-    pub fn host_key(&self) -> Option<&PublicKey> {
+    pub fn host_key(&self) -> Option<&HostKey> {
         self.transport.peer_host_key()
     }
 
@@ -383,11 +383,20 @@ impl Connection {
     fn on_server_auth(&mut self, event: ServerAuthEvent) {
         match event {
             ServerAuthEvent::None => {}
-            ServerAuthEvent::Ask(q) => self.events.push_back(Event::AuthorizeKey {
-                user: q.user,
-                key: q.key,
-                signed: q.signed,
-            }),
+            ServerAuthEvent::Ask(q) => {
+                let KeyQuestion {
+                    user,
+                    key,
+                    certificate,
+                    signed,
+                } = *q;
+                self.events.push_back(Event::AuthorizeKey {
+                    user,
+                    key,
+                    certificate,
+                    signed,
+                });
+            }
             ServerAuthEvent::Success { .. } => self.on_authenticated(),
         }
     }

@@ -1,13 +1,15 @@
 //! What a `Connection` reports to the application (see `Connection::poll_event`).
 
 use crate::connection::{ChannelId, ChannelKind, GlobalRequest, OpenFailure, RequestId};
-use crate::transport::hostkey::PublicKey;
+use crate::transport::hostkey::{HostKey, PublicKey};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Client: the server proved it holds this host key. Input is paused until
-    /// `Connection::host_key_verdict` is called.
-    VerifyHostKey(PublicKey),
+    /// `Connection::host_key_verdict` is called. The server proved possession of the key (or
+    /// of the certificate's key); nothing about it is trusted yet — for a certificate, not
+    /// even its CA signature.
+    VerifyHostKey(HostKey),
     /// A key exchange finished (`initial` for the first one).
     KeyExchangeDone { initial: bool },
     /// Client: the server's banner (RFC 4252 §5.4), to show the user.
@@ -18,9 +20,13 @@ pub enum Event {
     /// Server: may `user` log in with `key`? Input is paused until `Connection::authorize_key`.
     /// When `signed` is true the key's signature has been verified and accepting logs the user
     /// in; when false the client only asks whether the key would be acceptable.
+    /// With `certificate`, `key` is the certified key and signed as such; the certificate
+    /// itself (CA, principals, validity, options) is unchecked: that is the application's
+    /// part (`keys::certificate::check`).
     AuthorizeKey {
         user: String,
         key: PublicKey,
+        certificate: Option<Box<ssh_key::Certificate>>,
         signed: bool,
     },
     /// Authentication succeeded (both roles); channels may be opened now.

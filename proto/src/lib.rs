@@ -26,7 +26,7 @@ pub use event::Event;
 /// The key-file crate, re-exported so the daemon and tests use exactly the same version.
 pub use ssh_key;
 pub use transport::Role;
-pub use transport::hostkey::{Ed25519Key, PublicKey};
+pub use transport::hostkey::{Ed25519Key, HostKey, HostKeyAlg, PublicKey};
 pub use wire::DisconnectReason;
 
 #[cfg(test)]

@@ -34,6 +34,7 @@ async fn main() -> Result<()> {
         listener,
         ServerConfig::new(host_key.clone()),
         AuthorizedKeys::List(authorized),
+        None,
         sshvpnd::server::StartupLimits::default(),
         None,
     ));

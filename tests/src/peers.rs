@@ -6,7 +6,7 @@ use std::time::Duration;
 use sshvpn_proto::keys::{authorized_keys, load_private_key_file};
 use sshvpn_proto::{ClientConfig, Ed25519Key, ServerConfig};
 use sshvpnd::driver::{Handle, Incoming};
-use sshvpnd::policy::AuthorizedKeys;
+use sshvpnd::policy::{AuthorizedKeys, TrustedUserCaKeys};
 use sshvpnd::trust::{ClientPolicy, HostKeyTrust, HostKeyVerdict};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -76,13 +76,31 @@ impl Drop for Server {
 
 impl Server {
     pub async fn start(authorized: &[&KeyPair], config: impl FnOnce(&mut ServerConfig)) -> Server {
+        let lines: Vec<String> = authorized.iter().map(|k| k.public_line.clone()).collect();
+        Self::start_with(&lines, None, config).await
+    }
+
+    /// A server whose authorized_keys is `lines` (options allowed, e.g. `cert-authority`)
+    /// and whose `trusted_user_ca_keys` are `user_cas`.
+    pub async fn start_with(
+        lines: &[String],
+        user_cas: Option<Vec<&KeyPair>>,
+        config: impl FnOnce(&mut ServerConfig),
+    ) -> Server {
         let mut seed = [0u8; 32];
         getrandom_seed(&mut seed);
         let host_key = Ed25519Key::from_seed(&seed);
-        let text: String = authorized
-            .iter()
-            .map(|k| format!("{}\n", k.public_line))
-            .collect();
+        let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let user_cas = user_cas.map(|cas| {
+            TrustedUserCaKeys::List(
+                cas.iter()
+                    .map(|k| {
+                        sshvpn_proto::ssh_key::PublicKey::from_openssh(&k.public_line)
+                            .expect("CA public key")
+                    })
+                    .collect(),
+            )
+        });
         let (authorized, errors) = authorized_keys::parse(&text);
         assert!(errors.is_empty(), "authorized_keys: {errors:?}");
         let mut cfg = ServerConfig::new(host_key.clone());
@@ -94,6 +112,7 @@ impl Server {
             listener,
             cfg,
             AuthorizedKeys::List(authorized),
+            user_cas,
             sshvpnd::server::StartupLimits::default(),
             None,
         ));

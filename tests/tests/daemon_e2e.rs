@@ -740,3 +740,113 @@ async fn exec_sets_the_proxy_and_unix_socket_forwards_work() {
     s.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"through a unix socket");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_with_host_and_user_certificates_to_openssh_sshd() {
+    let dir = TestDir::new();
+    let host_ca = dir.keygen("host_ca").await;
+    let user_ca = dir.keygen("user_ca").await;
+    let host = dir.keygen("ssh_host_ed25519_key").await;
+    let host_cert = dir
+        .sign_key(
+            &host_ca,
+            &host,
+            "sshd",
+            &["-h", "-n", "127.0.0.1", "-V", "-5m:+1h"],
+        )
+        .await;
+    let sshd = Sshd::start(
+        &dir,
+        SshdOptions {
+            host_key: Some(host.private.clone()),
+            extra: vec![
+                ("HostCertificate".into(), host_cert.display().to_string()),
+                (
+                    "TrustedUserCAKeys".into(),
+                    user_ca.public.display().to_string(),
+                ),
+            ],
+            ..SshdOptions::default()
+        },
+    )
+    .await;
+    // The identity is not in authorized_keys; its certificate, `client-cert.pub` beside it
+    // (OpenSSH's convention, no `certificate` key needed), is what logs in.
+    let key = dir.keygen("client").await;
+    dir.sign_key(&user_ca, &key, "alice", &["-n", "root", "-V", "-5m:+1h"])
+        .await;
+    let echo = EchoServer::start().await;
+    let local = free_port();
+    // known_hosts holds only the host CA.
+    let trust = known_hosts(
+        &dir,
+        &format!(
+            "@cert-authority [127.0.0.1]:{} {}",
+            sshd.port(),
+            host_ca.key_type_and_blob()
+        ),
+    );
+    let body = format!(
+        "{}\n[[link.forward]]\nlisten = \"127.0.0.1:{local}\"\nconnect = \"127.0.0.1:{}\"\n",
+        link_to("certs", sshd.port(), &key, &trust),
+        echo.port
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    d.wait_link("certs", "up", UP).await;
+    transfer_echo(loopback(local), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey for root") && log.contains("ED25519-CERT"),
+        "{log}"
+    );
+    assert_eq!(d.terminate().await, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshvpnd_server_trusts_user_certificates_from_trusted_user_ca_keys() {
+    let dir = TestDir::new();
+    let user_ca = dir.keygen("user_ca").await;
+    let key = dir.keygen("client").await;
+    let cert = dir
+        .sign_key(&user_ca, &key, "alice", &["-n", "root", "-V", "-5m:+1h"])
+        .await;
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, "").unwrap();
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    let d = Daemon::start(
+        &dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\ntrusted_user_ca_keys = \"{}\"\n",
+            keys.display(),
+            user_ca.public.display()
+        ),
+    )
+    .await;
+    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let known = format!(
+        "[127.0.0.1]:{port} {}",
+        host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let l = free_port();
+    let mut p = Ssh::new(&dir)
+        .port(port)
+        .identity(&key)
+        .option("CertificateFile", &cert.display().to_string())
+        .known_hosts_line(&known)
+        .local_forward(&format!("127.0.0.1:{l}:127.0.0.1:{}", echo.port))
+        .spawn();
+    p.wait_for_port(l, UP).await;
+    transfer_echo(loopback(l), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nssh:\n{}\nsshvpnd:\n{}", p.stderr(), d.log()));
+    p.kill().await;
+    assert!(d.log().contains("certificate=true"), "{}", d.log());
+}

@@ -8,10 +8,12 @@
 
 use std::time::Duration;
 
+use sshvpn_proto::keys::load_private_key_file;
 use sshvpn_proto::transport::cipher::CipherAlg;
 use sshvpn_proto::transport::kex::KexAlg;
+use sshvpn_proto::{Ed25519Key, Identity};
 use sshvpn_tests::harness::{
-    EchoServer, Sshd, SshdOptions, TestDir, openssh_kex_methods, transfer_echo,
+    EchoServer, KeyPair, Sshd, SshdOptions, TestDir, openssh_kex_methods, transfer_echo,
 };
 use sshvpn_tests::peers;
 use sshvpnd::trust::HostKeyVerdict;
@@ -171,4 +173,352 @@ async fn key_not_authorized_is_refused() {
         err.to_string().contains("permission denied (publickey"),
         "{err}"
     );
+}
+
+/// sshd with an RSA key as its only host key, and only the RSA SHA-2 algorithms enabled.
+async fn setup_rsa_host(bits: &str) -> (TestDir, Sshd, KeyPair, KeyPair, EchoServer) {
+    let dir = TestDir::new();
+    let rsa = dir
+        .keygen_typed("ssh_host_rsa_key", &["-t", "rsa", "-b", bits])
+        .await;
+    let opts = SshdOptions {
+        host_key: Some(rsa.private.clone()),
+        extra: vec![(
+            "HostKeyAlgorithms".into(),
+            "rsa-sha2-512,rsa-sha2-256".into(),
+        )],
+        ..SshdOptions::default()
+    };
+    let sshd = Sshd::start(&dir, opts).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    (dir, sshd, rsa, key, echo)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_only_server_is_verified_through_known_hosts_and_moves_data() {
+    let (dir, sshd, rsa, key, echo) = setup_rsa_host("3072").await;
+    let line = format!("[127.0.0.1]:{} {}", sshd.port(), rsa.key_type_and_blob());
+    assert!(line.contains(" ssh-rsa "), "{line}");
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let user = client.handle.authenticated().await;
+    assert_eq!(user.unwrap(), "root", "sshd log:\n{}", sshd.log());
+    assert_eq!(
+        client.verdict.lock().unwrap().clone(),
+        Some(HostKeyVerdict::Trusted)
+    );
+    echo_through(&client, &echo, 1 << 20).await;
+    // We prefer SHA-512 (RFC 8332 §3.1), and never SHA-1.
+    assert!(
+        sshd.log().contains("host key algorithm: rsa-sha2-512"),
+        "sshd log:\n{}",
+        sshd.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_rsa_host_key_is_refused_with_its_fingerprint() {
+    let (dir, sshd, rsa, key, _echo) = setup_rsa_host("2048").await;
+    let impostor = dir
+        .keygen_typed("impostor_rsa", &["-t", "rsa", "-b", "2048"])
+        .await;
+    let line = format!(
+        "[127.0.0.1]:{} {}",
+        sshd.port(),
+        impostor.key_type_and_blob()
+    );
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    let expected = fingerprint_of(&rsa).await;
+    assert!(err.to_string().contains("was not accepted"), "{err}");
+    assert!(err.to_string().contains(&expected), "{err}");
+    match client.verdict.lock().unwrap().clone() {
+        Some(HostKeyVerdict::Changed { fingerprint, .. }) => assert_eq!(fingerprint, expected),
+        other => panic!("expected a changed-key verdict, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_host_key_below_2048_bits_is_refused() {
+    let (dir, sshd, rsa, key, _echo) = setup_rsa_host("1024").await;
+    let line = format!("[127.0.0.1]:{} {}", sshd.port(), rsa.key_type_and_blob());
+    let client = peers::connect(&dir, sshd.port(), &key, &line, |_| {}).await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    assert!(
+        err.to_string().contains("RSA key of 1024 bits refused"),
+        "{err}"
+    );
+}
+
+/// `ssh-keygen -lf`'s SHA256 fingerprint of a key pair.
+async fn fingerprint_of(key: &KeyPair) -> String {
+    let out = tokio::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(&key.public)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.split_whitespace()
+        .find(|t| t.starts_with("SHA256:"))
+        .unwrap()
+        .to_owned()
+}
+
+/// sshd whose host key (ed25519, or RSA with `rsa`) carries a certificate from a fresh CA,
+/// made by `ssh-keygen -s ca -h -I sshd-host <cert_args>`.
+struct CertifiedHost {
+    dir: TestDir,
+    sshd: Sshd,
+    ca: KeyPair,
+    host: KeyPair,
+    client_key: KeyPair,
+    echo: EchoServer,
+}
+
+async fn setup_certified_host(cert_args: &[&str], rsa: bool) -> CertifiedHost {
+    let dir = TestDir::new();
+    let ca = dir.keygen("host_ca").await;
+    let host = if rsa {
+        dir.keygen_typed("ssh_host_rsa_key", &["-t", "rsa", "-b", "2048"])
+            .await
+    } else {
+        dir.keygen("ssh_host_ed25519_key").await
+    };
+    let mut args = vec!["-h"];
+    args.extend_from_slice(cert_args);
+    let cert = dir.sign_key(&ca, &host, "sshd-host", &args).await;
+    let mut extra = vec![("HostCertificate".into(), cert.display().to_string())];
+    if rsa {
+        extra.push((
+            "HostKeyAlgorithms".into(),
+            "rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com".into(),
+        ));
+    }
+    let opts = SshdOptions {
+        host_key: Some(host.private.clone()),
+        extra,
+        ..SshdOptions::default()
+    };
+    let sshd = Sshd::start(&dir, opts).await;
+    let client_key = dir.keygen("client").await;
+    sshd.authorize(&client_key);
+    let echo = EchoServer::start().await;
+    CertifiedHost {
+        dir,
+        sshd,
+        ca,
+        host,
+        client_key,
+        echo,
+    }
+}
+
+impl CertifiedHost {
+    fn ca_line(&self) -> String {
+        format!(
+            "@cert-authority [127.0.0.1]:{} {}",
+            self.sshd.port(),
+            self.ca.key_type_and_blob()
+        )
+    }
+
+    async fn connect(&self, known_hosts: &str) -> peers::Client {
+        peers::connect(
+            &self.dir,
+            self.sshd.port(),
+            &self.client_key,
+            known_hosts,
+            |_| {},
+        )
+        .await
+    }
+
+    /// Connects expecting a refusal, and returns the verdict's reason.
+    async fn refusal(&self, known_hosts: &str) -> HostKeyVerdict {
+        let client = self.connect(known_hosts).await;
+        let err = client.handle.authenticated().await.unwrap_err();
+        assert!(err.to_string().contains("was not accepted"), "{err}");
+        let verdict = client.verdict.lock().unwrap().clone();
+        verdict.expect("a verdict")
+    }
+}
+
+const VALID_NOW: &str = "-5m:+1h";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_certificate_from_a_trusted_ca_is_accepted_and_moves_data() {
+    for rsa in [false, true] {
+        let h = setup_certified_host(&["-n", "127.0.0.1,localhost", "-V", VALID_NOW], rsa).await;
+        let client = h.connect(&h.ca_line()).await;
+        let user = client.handle.authenticated().await;
+        assert_eq!(user.unwrap(), "root", "sshd log:\n{}", h.sshd.log());
+        assert_eq!(
+            client.verdict.lock().unwrap().clone(),
+            Some(HostKeyVerdict::Trusted)
+        );
+        echo_through(&client, &h.echo, 1 << 20).await;
+        let alg = if rsa {
+            "rsa-sha2-512-cert-v01@openssh.com"
+        } else {
+            "ssh-ed25519-cert-v01@openssh.com"
+        };
+        assert!(
+            h.sshd.log().contains(&format!("host key algorithm: {alg}")),
+            "sshd log:\n{}",
+            h.sshd.log()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_host_certificate_is_refused_with_the_reason() {
+    let h = setup_certified_host(&["-n", "127.0.0.1", "-V", "20200101:20200102"], false).await;
+    match h.refusal(&h.ca_line()).await {
+        HostKeyVerdict::CertificateRefused { reason, .. } => {
+            assert!(reason.contains("certificate expired"), "{reason}");
+            assert!(reason.contains("2020-01-02"), "{reason}");
+        }
+        other => panic!("expected a refused certificate, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_certificate_for_another_host_is_refused_with_the_reason() {
+    let h = setup_certified_host(&["-n", "vpn.example.com", "-V", VALID_NOW], false).await;
+    match h.refusal(&h.ca_line()).await {
+        HostKeyVerdict::CertificateRefused { reason, .. } => {
+            assert!(
+                reason.contains("[vpn.example.com] do not include \"127.0.0.1\""),
+                "{reason}"
+            );
+        }
+        other => panic!("expected a refused certificate, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_ca_or_certified_key_is_refused() {
+    let h = setup_certified_host(&["-n", "127.0.0.1", "-V", VALID_NOW], false).await;
+    let port = h.sshd.port();
+    for (revoked, what) in [(&h.ca, "CA"), (&h.host, "certified key")] {
+        let lines = format!(
+            "{}\n@revoked [127.0.0.1]:{port} {}",
+            h.ca_line(),
+            revoked.key_type_and_blob()
+        );
+        match h.refusal(&lines).await {
+            HostKeyVerdict::CertificateRefused { reason, line, .. } => {
+                assert!(reason.contains("revoked"), "{what}: {reason}");
+                assert_eq!(line, Some(2), "{what}");
+            }
+            other => panic!("{what}: expected a refused certificate, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ca_trusted_for_other_hosts_only_falls_back_to_the_plain_key() {
+    let h = setup_certified_host(&["-n", "127.0.0.1", "-V", VALID_NOW], false).await;
+    let other_hosts = format!("@cert-authority *.example.com {}", h.ca.key_type_and_blob());
+    // The CA does not vouch for 127.0.0.1 and the key is not known: refused as unknown.
+    match h.refusal(&other_hosts).await {
+        HostKeyVerdict::Unknown { fingerprint } => {
+            assert_eq!(fingerprint, fingerprint_of(&h.host).await);
+        }
+        other => panic!("expected an unknown key, got {other:?}"),
+    }
+    // As OpenSSH: the certified key listed as a plain host key is trusted.
+    let plain = format!(
+        "{other_hosts}\n[127.0.0.1]:{} {}",
+        h.sshd.port(),
+        h.host.key_type_and_blob()
+    );
+    let client = h.connect(&plain).await;
+    assert_eq!(client.handle.authenticated().await.unwrap(), "root");
+}
+
+/// sshd trusting `ca` for user certificates (TrustedUserCAKeys); no authorized_keys entries.
+async fn sshd_trusting_user_ca(dir: &TestDir, ca: &KeyPair) -> Sshd {
+    let opts = SshdOptions {
+        extra: vec![("TrustedUserCAKeys".into(), ca.public.display().to_string())],
+        ..SshdOptions::default()
+    };
+    Sshd::start(dir, opts).await
+}
+
+fn certified_identity(key: &KeyPair, cert: &std::path::Path) -> Identity {
+    let private = load_private_key_file(&key.private, None).unwrap();
+    let private = Ed25519Key::from_ssh_key(&private).unwrap();
+    let cert = sshvpn_proto::ssh_key::Certificate::read_file(cert).unwrap();
+    Identity::certified(private, &cert).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_logs_in_to_sshd_with_trusted_user_ca_keys() {
+    let dir = TestDir::new();
+    let ca = dir.keygen("user_ca").await;
+    let sshd = sshd_trusting_user_ca(&dir, &ca).await;
+    let key = dir.keygen("client").await;
+    let cert = dir
+        .sign_key(&ca, &key, "alice", &["-n", "root", "-V", "-5m:+1h"])
+        .await;
+    let echo = EchoServer::start().await;
+    // Only the certified identity: the plain key is not authorized.
+    let identity = certified_identity(&key, &cert);
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |c| {
+        c.identities = vec![identity];
+    })
+    .await;
+    let user = client.handle.authenticated().await;
+    assert_eq!(user.unwrap(), "root", "sshd log:\n{}", sshd.log());
+    echo_through(&client, &echo, 1 << 20).await;
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey for root") && log.contains("ED25519-CERT"),
+        "sshd log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_for_another_principal_is_refused_by_sshd() {
+    let dir = TestDir::new();
+    let ca = dir.keygen("user_ca").await;
+    let sshd = sshd_trusting_user_ca(&dir, &ca).await;
+    let key = dir.keygen("client").await;
+    let cert = dir
+        .sign_key(&ca, &key, "alice", &["-n", "alice", "-V", "-5m:+1h"])
+        .await;
+    let identity = certified_identity(&key, &cert);
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |c| {
+        c.identities = vec![identity];
+    })
+    .await;
+    let err = client.handle.authenticated().await.unwrap_err();
+    assert!(err.to_string().contains("permission denied"), "{err}");
+    assert!(
+        sshd.log().contains("name is not a listed principal"),
+        "sshd log:\n{}",
+        sshd.log()
+    );
+}
+
+#[test]
+fn a_certificate_for_another_key_is_refused_locally() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let dir = TestDir::new();
+        let ca = dir.keygen("user_ca").await;
+        let key = dir.keygen("client").await;
+        let other = dir.keygen("other").await;
+        let cert = dir
+            .sign_key(&ca, &other, "alice", &["-n", "root", "-V", "+1h"])
+            .await;
+        let private = load_private_key_file(&key.private, None).unwrap();
+        let private = Ed25519Key::from_ssh_key(&private).unwrap();
+        let cert = sshvpn_proto::ssh_key::Certificate::read_file(&cert).unwrap();
+        let err = Identity::certified(private, &cert).unwrap_err();
+        assert!(err.to_string().contains("another key"), "{err}");
+    });
 }

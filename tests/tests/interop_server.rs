@@ -141,3 +141,165 @@ async fn key_not_in_authorized_keys_gets_permission_denied() {
         out.stderr
     );
 }
+
+/// A user key certified by a fresh CA with `ssh-keygen -s ca -I alice <args>`.
+async fn certified_user(dir: &TestDir, args: &[&str]) -> (KeyPair, KeyPair, std::path::PathBuf) {
+    let ca = dir.keygen("user_ca").await;
+    let key = dir.keygen("certified").await;
+    let cert = dir.sign_key(&ca, &key, "alice", args).await;
+    (ca, key, cert)
+}
+
+fn ssh_with_cert<'a>(
+    dir: &'a TestDir,
+    key: &KeyPair,
+    cert: &std::path::Path,
+    server: &Server,
+) -> Ssh<'a> {
+    ssh(dir, key, server).option("CertificateFile", &cert.display().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_certificate_from_trusted_user_ca_keys_forwards() {
+    let dir = TestDir::new();
+    let (ca, key, cert) = certified_user(
+        &dir,
+        &[
+            "-n",
+            "root",
+            "-V",
+            "-5m:+1h",
+            "-O",
+            "source-address=127.0.0.0/8",
+        ],
+    )
+    .await;
+    // Only the CA is trusted: the plain key alone would be refused.
+    let server = Server::start_with(&[], Some(vec![&ca]), |_| {}).await;
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    let mut ssh = ssh_with_cert(&dir, &key, &cert, &server)
+        .local_forward(&format!("127.0.0.1:{port}:127.0.0.1:{}", echo.port))
+        .spawn();
+    ssh.wait_for_port(port, WAIT).await;
+    transfer_echo(loopback(port), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nssh:\n{}", ssh.stderr()));
+    assert!(
+        ssh.stderr().contains("ED25519-CERT"),
+        "ssh did not authenticate with the certificate:\n{}",
+        ssh.stderr()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_authority_line_with_principals_admits_its_principals_only() {
+    let dir = TestDir::new();
+    let (ca, key, ops_cert) = certified_user(&dir, &["-n", "ops", "-V", "-5m:+1h"]).await;
+    let line = format!("cert-authority,principals=\"ops,admin\" {}", ca.public_line);
+    let server = Server::start_with(&[line], None, |_| {}).await;
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    let mut ssh = ssh_with_cert(&dir, &key, &ops_cert, &server)
+        .local_forward(&format!("127.0.0.1:{port}:127.0.0.1:{}", echo.port))
+        .spawn();
+    ssh.wait_for_port(port, WAIT).await;
+    transfer_echo(loopback(port), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nssh:\n{}", ssh.stderr()));
+    ssh.kill().await;
+
+    // The user name itself is not enough when principals= names others.
+    let root_cert = dir
+        .sign_key(&ca, &key, "alice", &["-n", "root", "-V", "-5m:+1h"])
+        .await;
+    let out = ssh_with_cert(&dir, &key, &root_cert, &server)
+        .run("true", WAIT)
+        .await;
+    assert!(
+        out.stderr.contains("Permission denied (publickey)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_wrong_principal_or_wrong_source_certificates_are_denied() {
+    let dir = TestDir::new();
+    let ca = dir.keygen("user_ca").await;
+    let key = dir.keygen("certified").await;
+    let server = Server::start_with(&[], Some(vec![&ca]), |_| {}).await;
+    for (what, args) in [
+        ("expired", vec!["-n", "root", "-V", "20200101:20200102"]),
+        ("wrong principal", vec!["-n", "alice", "-V", "-5m:+1h"]),
+        (
+            "wrong source-address",
+            vec![
+                "-n",
+                "root",
+                "-V",
+                "-5m:+1h",
+                "-O",
+                "source-address=10.9.9.9/32",
+            ],
+        ),
+        (
+            "unsupported critical option",
+            vec![
+                "-n",
+                "root",
+                "-V",
+                "-5m:+1h",
+                "-O",
+                "force-command=/bin/true",
+            ],
+        ),
+    ] {
+        let cert = dir.sign_key(&ca, &key, "alice", &args).await;
+        let out = ssh_with_cert(&dir, &key, &cert, &server)
+            .run("true", WAIT)
+            .await;
+        assert!(!out.status.success(), "{what}");
+        assert!(
+            out.stderr.contains("Permission denied (publickey)"),
+            "{what}: {}",
+            out.stderr
+        );
+        // ssh did offer the certificate (and the server refused it).
+        assert!(
+            out.stderr.contains("ED25519-CERT"),
+            "{what}: {}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_without_permit_port_forwarding_cannot_forward() {
+    let dir = TestDir::new();
+    let (ca, key, cert) =
+        certified_user(&dir, &["-n", "root", "-V", "-5m:+1h", "-O", "clear"]).await;
+    let server = Server::start_with(&[], Some(vec![&ca]), |_| {}).await;
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    let mut ssh = ssh_with_cert(&dir, &key, &cert, &server)
+        .local_forward(&format!("127.0.0.1:{port}:127.0.0.1:{}", echo.port))
+        .spawn();
+    // ssh logs in and listens; the server refuses the channel.
+    ssh.wait_for_port(port, WAIT).await;
+    assert!(
+        transfer_echo(loopback(port), 1024, Duration::from_secs(10))
+            .await
+            .is_err(),
+        "forwarding worked without permit-port-forwarding"
+    );
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !ssh.stderr().contains("administratively prohibited") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ssh:\n{}",
+            ssh.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

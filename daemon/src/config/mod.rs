@@ -43,6 +43,9 @@ pub struct ServerSection {
     pub host_keys: Vec<PathBuf>,
     /// `%u` is replaced by the user name, as in OpenSSH's AuthorizedKeysFile.
     pub authorized_keys: String,
+    /// CA public keys (one per line) whose user certificates may log in as a user named
+    /// among the certificate's principals, as OpenSSH's TrustedUserCAKeys.
+    pub trusted_user_ca_keys: Option<PathBuf>,
     /// Addresses for tunnel clients; its first host is the server's own ("10.77.0.0/24").
     pub tun_pool: Option<Cidr>,
     #[serde(default = "defaults::login_grace")]
@@ -67,6 +70,9 @@ pub struct LinkConfig {
     pub identity: Option<PathBuf>,
     /// A file holding the identity's passphrase (first line).
     pub identity_passphrase_file: Option<PathBuf>,
+    /// An OpenSSH user certificate for the identity; default `<identity>-cert.pub` when
+    /// that file exists (OpenSSH's convention).
+    pub certificate: Option<PathBuf>,
     pub known_hosts: Option<PathBuf>,
     /// A pinned "SHA256:…" fingerprint, instead of or besides known_hosts.
     pub host_key: Option<String>,

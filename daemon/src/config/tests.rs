@@ -176,3 +176,21 @@ fn tun_section_is_validated() {
         "{e}"
     );
 }
+
+#[test]
+fn certificate_keys_parse() {
+    let text = format!(
+        "[server]\nlisten = [\"127.0.0.1:2222\"]\nauthorized_keys = \"/etc/sshvpn/authorized_keys\"\ntrusted_user_ca_keys = \"/etc/sshvpn/user_ca.pub\"\n{LINK}certificate = \"/etc/sshvpn/id_ed25519-cert.pub\"\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.links[0].certificate.as_deref(),
+        Some(Path::new("/etc/sshvpn/id_ed25519-cert.pub"))
+    );
+    assert_eq!(
+        c.server.unwrap().trusted_user_ca_keys.as_deref(),
+        Some(Path::new("/etc/sshvpn/user_ca.pub"))
+    );
+    // Without the key, the link falls back to <identity>-cert.pub at connect time.
+    assert_eq!(parse(LINK).unwrap().links[0].certificate, None);
+}

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sshvpn_proto::{
-    ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, OpenFailure,
-    PublicKey, RequestId,
+    ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, HostKey,
+    OpenFailure, PublicKey, RequestId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -43,9 +43,16 @@ const INCOMING_QUEUE: usize = 4096;
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
-    fn verify_host_key(&mut self, key: &PublicKey) -> bool;
+    fn verify_host_key(&mut self, key: &HostKey) -> bool;
     /// Server: may `user` log in with `key` (`signed`: the signature was verified)?
-    fn authorize_key(&mut self, _user: &str, _key: &PublicKey, _signed: bool) -> bool {
+    /// With `certificate`, `key` is the certified key; the certificate is unchecked.
+    fn authorize_key(
+        &mut self,
+        _user: &str,
+        _key: &PublicKey,
+        _certificate: Option<&sshvpn_proto::ssh_key::Certificate>,
+        _signed: bool,
+    ) -> bool {
         false
     }
     /// Client: the ssh-agent socket that holds external identities' private keys.
@@ -474,7 +481,7 @@ impl Driver {
                         .map(|(k, v)| (k.to_owned(), v))
                         .collect(),
                     rtt: self.rtt,
-                    host_key: self.conn.host_key().map(PublicKey::fingerprint),
+                    host_key: self.conn.host_key().map(HostKey::fingerprint),
                 });
             }
         }
@@ -596,8 +603,15 @@ impl Driver {
                     let _ = cmd.send(Cmd::Signed { signature }).await;
                 });
             }
-            Event::AuthorizeKey { user, key, signed } => {
-                let ok = self.policy.authorize_key(&user, &key, signed);
+            Event::AuthorizeKey {
+                user,
+                key,
+                certificate,
+                signed,
+            } => {
+                let ok = self
+                    .policy
+                    .authorize_key(&user, &key, certificate.as_deref(), signed);
                 self.conn.authorize_key(ok, now)?;
             }
             Event::Authenticated { user } => {

@@ -365,6 +365,23 @@ impl Supervisor {
                 .map_err(|e| e.to_string())?;
             let key =
                 Ed25519Key::from_ssh_key(&key).map_err(|e| format!("{}: {e}", path.display()))?;
+            // OpenSSH's convention: the certificate is `<identity>-cert.pub` beside the key.
+            // It is tried first, then the plain key, as ssh does.
+            let cert_path = match &self.config.certificate {
+                Some(p) => Some(expand_home(p)),
+                None => {
+                    let mut p = path.clone().into_os_string();
+                    p.push("-cert.pub");
+                    Some(std::path::PathBuf::from(p)).filter(|p| p.exists())
+                }
+            };
+            if let Some(cert_path) = cert_path {
+                let cert = sshvpn_proto::ssh_key::Certificate::read_file(&cert_path)
+                    .map_err(|e| format!("certificate {}: {e}", cert_path.display()))?;
+                let certified = Identity::certified(key.clone(), &cert)
+                    .map_err(|e| format!("certificate {}: {e}", cert_path.display()))?;
+                identities.push(certified);
+            }
             identities.push(Identity::Local(key));
         } else {
             let socket = std::env::var_os("SSH_AUTH_SOCK")

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use sshvpn_proto::PublicKey;
-use sshvpn_proto::keys::{HostKeyStatus, KnownHosts};
+use sshvpn_proto::HostKey;
+use sshvpn_proto::keys::certificate::ca_fingerprint;
+use sshvpn_proto::keys::{HostCertStatus, HostKeyStatus, KnownHosts};
 
 use crate::config::LinkConfig;
 use crate::driver::Policy;
@@ -49,7 +50,7 @@ impl LinkTrust {
         self.refusal.clone()
     }
 
-    fn decide(&self, key: &PublicKey) -> Result<(), String> {
+    fn decide(&self, key: &HostKey) -> Result<(), String> {
         let fingerprint = key.fingerprint();
         let server = format!("{}:{}", self.host, self.port);
         if let Some(pinned) = &self.pinned {
@@ -67,12 +68,35 @@ impl LinkTrust {
             .chain(self.tofu_file.iter())
             .collect();
         let mut status = HostKeyStatus::Unknown;
+        let mut files_read = Vec::new();
         for file in &files {
-            let known = match KnownHosts::read_file(file) {
-                Ok((known, _)) => known,
-                Err(_) if self.tofu_file.is_some() => continue,
+            match KnownHosts::read_file(file) {
+                Ok((known, _)) => files_read.push(known),
+                Err(_) if self.tofu_file.is_some() => {}
                 Err(e) => return Err(format!("cannot read known_hosts: {e}")),
-            };
+            }
+        }
+        if let Some(cert) = key.certificate() {
+            let now = crate::trust::unix_now();
+            for known in &files_read {
+                match known.check_host_certificate(&self.host, self.port, cert, now) {
+                    HostCertStatus::Trusted { .. } => return Ok(()),
+                    HostCertStatus::Refused { line, reason } => {
+                        let at = line
+                            .map(|l| format!(" (known_hosts line {l})"))
+                            .unwrap_or_default();
+                        return Err(format!(
+                            "host certificate of {server} (key {fingerprint}, CA {}) refused: {reason}{at}",
+                            ca_fingerprint(cert)
+                        ));
+                    }
+                    // As OpenSSH: no CA for this host, so the certified key is checked as a
+                    // plain host key below.
+                    HostCertStatus::NoAuthority => {}
+                }
+            }
+        }
+        for known in &files_read {
             status = known.check(&self.host, self.port, &key.to_ssh_key());
             if !matches!(status, HostKeyStatus::Unknown) {
                 break;
@@ -90,13 +114,17 @@ impl LinkTrust {
                     tracing::warn!(%fingerprint, file = %file.display(), "trusting host key on first use");
                 }),
                 None => Err(format!(
-                    "host key {fingerprint} of {server} is not in known_hosts; verify it and add it (or pin it with host_key = \"{fingerprint}\")"
+                    "host key {fingerprint} of {server} is not in known_hosts{}; verify it and add it (or pin it with host_key = \"{fingerprint}\")",
+                    key.certificate().map(|c| format!(
+                        ", and no @cert-authority line for this host names its certificate's CA {}",
+                        ca_fingerprint(c)
+                    )).unwrap_or_default()
                 )),
             },
         }
     }
 
-    fn learn(&self, file: &Path, key: &PublicKey) -> Result<(), String> {
+    fn learn(&self, file: &Path, key: &HostKey) -> Result<(), String> {
         let line = KnownHosts::entry_line(&self.host, self.port, &key.to_ssh_key(), None)
             .map_err(|e| e.to_string())?;
         if let Some(dir) = file.parent() {
@@ -118,7 +146,7 @@ impl Policy for LinkTrust {
         self.agent.clone()
     }
 
-    fn verify_host_key(&mut self, key: &PublicKey) -> bool {
+    fn verify_host_key(&mut self, key: &HostKey) -> bool {
         match self.decide(key) {
             Ok(()) => true,
             Err(why) => {

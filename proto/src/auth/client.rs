@@ -2,12 +2,14 @@
 //! methods, then try each identity in turn (§7). A local key signs at once. A key held
 //! elsewhere (ssh-agent) is first offered without a signature, and only once the server
 //! answers PK_OK is the holder asked to sign: the caller gets a `SignRequest` and resumes
-//! with `signature`.
+//! with `signature`. A local key with an OpenSSH user certificate authenticates as
+//! "ssh-ed25519-cert-v01@openssh.com" with the certificate as its public key blob
+//! (PROTOCOL.certkeys); the signature is the key's own "ssh-ed25519" signature.
 
 use super::{METHOD_NONE, METHOD_PUBLICKEY, SERVICE_CONNECTION, SERVICE_USERAUTH, signed_data};
 use crate::error::Error;
 use crate::transport::Tx;
-use crate::transport::hostkey::{ED25519, Ed25519Key, PublicKey};
+use crate::transport::hostkey::{ED25519, ED25519_CERT, Ed25519Key, KeyBlobError, PublicKey};
 use crate::wire::{MsgType, Reader, Writer};
 
 /// A key to authenticate with.
@@ -17,6 +19,35 @@ pub enum Identity {
     Local(Ed25519Key),
     /// Only the public key is here; signatures come from elsewhere (ssh-agent).
     External(PublicKey),
+    /// The private key is here, presented with a certificate a CA issued for it.
+    Certified {
+        key: Ed25519Key,
+        /// The certificate blob, sent as the public key.
+        certificate: Vec<u8>,
+    },
+}
+
+impl Identity {
+    /// `key` with its OpenSSH certificate (`id_ed25519-cert.pub`). The certificate must
+    /// certify this very key, so a mismatched pair fails here and not at the server.
+    pub fn certified(
+        key: Ed25519Key,
+        certificate: &ssh_key::Certificate,
+    ) -> Result<Self, KeyBlobError> {
+        let certified = PublicKey::from_ssh_key(&ssh_key::PublicKey::new(
+            certificate.public_key().clone(),
+            "",
+        ))?;
+        if certified != key.public() {
+            return Err(KeyBlobError::CertificateKeyMismatch);
+        }
+        let blob = ssh_key::encoding::Encode::encode_vec(certificate)
+            .map_err(|_| KeyBlobError::CertificateKeyMismatch)?;
+        Ok(Identity::Certified {
+            key,
+            certificate: blob,
+        })
+    }
 }
 
 impl From<Ed25519Key> for Identity {
@@ -184,7 +215,7 @@ impl ClientAuth {
         };
         match signature {
             Some(sig) => {
-                self.send_signed(tx, &key.blob(), &sig);
+                self.send_signed(tx, ED25519, &key.blob(), &sig);
                 Ok(())
             }
             None if self.try_next(tx, session_id) => Ok(()),
@@ -204,24 +235,29 @@ impl ClientAuth {
             Identity::Local(key) => {
                 let blob = key.public().blob();
                 let signature = key.sign_blob(&signed_data(session_id, &self.user, ED25519, &blob));
-                self.send_signed(tx, &blob, &signature);
+                self.send_signed(tx, ED25519, &blob, &signature);
+            }
+            Identity::Certified { key, certificate } => {
+                let data = signed_data(session_id, &self.user, ED25519_CERT, &certificate);
+                let signature = key.sign_blob(&data);
+                self.send_signed(tx, ED25519_CERT, &certificate, &signature);
             }
             Identity::External(key) => {
-                self.send_publickey(tx, &key.blob(), None);
+                self.send_publickey(tx, ED25519, &key.blob(), None);
                 self.step = Step::AwaitPkOk;
             }
         }
         true
     }
 
-    fn send_signed(&mut self, tx: &mut Tx, blob: &[u8], signature: &[u8]) {
-        self.send_publickey(tx, blob, Some(signature));
+    fn send_signed(&mut self, tx: &mut Tx, alg: &str, blob: &[u8], signature: &[u8]) {
+        self.send_publickey(tx, alg, blob, Some(signature));
         self.step = Step::AwaitPublicKeyResult;
     }
 
     /// RFC 4252 §7: a publickey request, signed, or without a signature to ask whether the
     /// key would be accepted.
-    fn send_publickey(&self, tx: &mut Tx, blob: &[u8], signature: Option<&[u8]>) {
+    fn send_publickey(&self, tx: &mut Tx, alg: &str, blob: &[u8], signature: Option<&[u8]>) {
         let user = &self.user;
         tx.send(|b| {
             let mut w = Writer::new(b);
@@ -229,7 +265,7 @@ impl ClientAuth {
                 .string(user)
                 .string(SERVICE_CONNECTION)
                 .string(METHOD_PUBLICKEY);
-            w.bool(signature.is_some()).string(ED25519).string(blob);
+            w.bool(signature.is_some()).string(alg).string(blob);
             if let Some(sig) = signature {
                 w.string(sig);
             }

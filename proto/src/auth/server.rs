@@ -1,11 +1,16 @@
 //! The server half of RFC 4252. A signed publickey request is verified here first; only then
 //! is the application asked whether that key (the one that signed) may log in as the user.
 //! A query without a signature (§7, "PK_OK") is answered but never authenticates.
+//!
+//! An OpenSSH user certificate ("ssh-ed25519-cert-v01@openssh.com", PROTOCOL.certkeys) is
+//! verified the same way — the signature must be by the certified key — and handed to the
+//! application with the question. Whether its CA is trusted, and everything else the
+//! certificate says, is the application's decision (`keys::certificate`).
 
 use super::{METHOD_PUBLICKEY, SERVICE_CONNECTION, SERVICE_USERAUTH, signed_data};
 use crate::error::Error;
 use crate::transport::Tx;
-use crate::transport::hostkey::{ED25519, PublicKey};
+use crate::transport::hostkey::{ED25519, ED25519_CERT, PublicKey};
 use crate::wire::{MsgType, Reader, Writer};
 
 /// Longest user name we accept; longer requests fail without further work.
@@ -15,23 +20,34 @@ const MAX_USER_LEN: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyQuestion {
     pub user: String,
+    /// The key that signed (for a certificate: the certified key).
     pub key: PublicKey,
+    /// The certificate the key came in, not yet checked against any CA.
+    pub certificate: Option<Box<ssh_key::Certificate>>,
     /// True when the request carried a valid signature by `key`: accepting authenticates.
     pub signed: bool,
+}
+
+/// A question waiting for its answer, with what PK_OK must echo (RFC 4252 §7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Pending {
+    question: KeyQuestion,
+    alg: &'static str,
+    blob: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Step {
     AwaitServiceRequest,
     AwaitRequest,
-    Asking(KeyQuestion),
+    Asking(Box<Pending>),
     Done { user: String },
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum ServerAuthEvent {
     None,
-    Ask(KeyQuestion),
+    Ask(Box<KeyQuestion>),
     Success { user: String },
 }
 
@@ -123,16 +139,23 @@ impl ServerAuth {
         let signed = r.bool()?;
         let alg = r.string()?;
         let blob = r.string()?;
-        if alg != ED25519.as_bytes() {
-            return self.fail(tx, true);
-        }
-        let Ok(key) = PublicKey::from_blob(blob) else {
+        let (alg, key, certificate) = if alg == ED25519.as_bytes() {
+            let Ok(key) = PublicKey::from_blob(blob) else {
+                return self.fail(tx, true);
+            };
+            (ED25519, key, None)
+        } else if alg == ED25519_CERT.as_bytes() {
+            let Some((key, cert)) = certified_ed25519(blob) else {
+                return self.fail(tx, true);
+            };
+            (ED25519_CERT, key, Some(Box::new(cert)))
+        } else {
             return self.fail(tx, true);
         };
         if signed {
             let signature = r.string()?;
             r.finish("USERAUTH_REQUEST")?;
-            let data = signed_data(session_id, user, ED25519, blob);
+            let data = signed_data(session_id, user, alg, blob);
             if key.verify_blob(&data, signature).is_err() {
                 return self.fail(tx, true);
             }
@@ -142,17 +165,27 @@ impl ServerAuth {
         let question = KeyQuestion {
             user: user.to_owned(),
             key,
+            certificate,
             signed,
         };
-        self.step = Step::Asking(question.clone());
-        Ok(ServerAuthEvent::Ask(question))
+        self.step = Step::Asking(Box::new(Pending {
+            question: question.clone(),
+            alg,
+            blob: blob.to_vec(),
+        }));
+        Ok(ServerAuthEvent::Ask(Box::new(question)))
     }
 
     /// The application's answer to the pending `KeyQuestion`.
     pub fn answer(&mut self, accept: bool, tx: &mut Tx) -> Result<ServerAuthEvent, Error> {
-        let Step::Asking(q) = std::mem::replace(&mut self.step, Step::AwaitRequest) else {
+        let Step::Asking(pending) = std::mem::replace(&mut self.step, Step::AwaitRequest) else {
             return Ok(ServerAuthEvent::None);
         };
+        let Pending {
+            question: q,
+            alg,
+            blob,
+        } = *pending;
         if !accept {
             return self.fail(tx, q.signed);
         }
@@ -163,11 +196,10 @@ impl ServerAuth {
             };
             return Ok(ServerAuthEvent::Success { user: q.user });
         }
-        let blob = q.key.blob();
         tx.send(|b| {
             Writer::new(b)
                 .u8(MsgType::USERAUTH_PK_OK.0)
-                .string(ED25519)
+                .string(alg)
                 .string(&blob);
         });
         Ok(ServerAuthEvent::None)
@@ -189,4 +221,12 @@ impl ServerAuth {
         });
         Ok(ServerAuthEvent::None)
     }
+}
+
+/// A certificate blob whose certified key is ed25519: the key and the certificate.
+fn certified_ed25519(blob: &[u8]) -> Option<(PublicKey, ssh_key::Certificate)> {
+    let cert = crate::keys::certificate::parse(blob).ok()?;
+    let key =
+        PublicKey::from_ssh_key(&ssh_key::PublicKey::new(cert.public_key().clone(), "")).ok()?;
+    Some((key, cert))
 }

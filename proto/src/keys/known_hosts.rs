@@ -3,11 +3,11 @@
 //! Each line is `[marker] hostnames keytype base64-key [comment]`. Host names are a
 //! comma-separated pattern list (`*`, `?`, `!` negation), a non-22 port is written
 //! `[host]:port`, and a hashed entry `|1|base64(salt)|base64(HMAC-SHA1(salt, name))` hides the
-//! name (OpenSSH's hostfile.c, `ssh-keygen -H`). Markers are `@revoked` and `@cert-authority`;
-//! the latter is kept for certificate checking, which is not done here.
+//! name (OpenSSH's hostfile.c, `ssh-keygen -H`). Markers are `@revoked` and `@cert-authority`.
 //!
-//! [`KnownHosts::check`] gives OpenSSH's verdict for a plain host key; trust-on-first-use
-//! writes [`KnownHosts::entry_line`] out. Randomness for hashed names comes from the caller.
+//! [`KnownHosts::check`] gives OpenSSH's verdict for a plain host key and
+//! [`KnownHosts::check_host_certificate`] for a host certificate (PROTOCOL.certkeys, checked
+//! against `@cert-authority` lines); trust-on-first-use writes [`KnownHosts::entry_line`] out. Randomness for hashed names comes from the caller.
 
 use std::path::Path;
 
@@ -16,6 +16,7 @@ use hmac::{Hmac, KeyInit as _, Mac as _};
 use sha1::Sha1;
 use ssh_key::PublicKey;
 
+use super::certificate::{self, CertError, Requirements};
 use super::pattern::{ListMatch, match_hostname};
 use super::{
     KeyError, LineError, LineErrorReason, content_lines, fingerprint, next_field, parse_key_fields,
@@ -115,6 +116,27 @@ pub enum HostKeyStatus {
     Unknown,
 }
 
+/// What a `known_hosts` file says about a host certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostCertStatus {
+    /// An `@cert-authority` line for this host names the certificate's CA, and the
+    /// certificate passed every check.
+    Trusted {
+        /// The `@cert-authority` line.
+        line: usize,
+    },
+    /// No `@cert-authority` line for this host names the certificate's CA. OpenSSH then checks
+    /// the certified key as a plain host key; so does sshvpn.
+    NoAuthority,
+    /// Refused: a revoked CA or key, or a certificate that fails a check.
+    Refused {
+        /// The `@cert-authority` or `@revoked` line involved, when there is one.
+        line: Option<usize>,
+        /// Why.
+        reason: CertError,
+    },
+}
+
 /// A parsed `known_hosts` file.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KnownHosts {
@@ -193,6 +215,64 @@ impl KnownHosts {
                 expected_fingerprint: fingerprint(&entry.key),
             },
             (None, None) => HostKeyStatus::Unknown,
+        }
+    }
+
+    /// What the file says about a host certificate presented by `host` on `port` at `now`
+    /// (seconds since the epoch), as OpenSSH's `check_host_cert`: the CA must be on an
+    /// `@cert-authority` line whose patterns match the host; neither the CA nor the certified
+    /// key may be on a matching `@revoked` line; the certificate must be a valid host
+    /// certificate naming `host` (lowercased, without the port, as OpenSSH) as a principal.
+    #[must_use]
+    pub fn check_host_certificate(
+        &self,
+        host: &str,
+        port: u16,
+        cert: &ssh_key::Certificate,
+        now: u64,
+    ) -> HostCertStatus {
+        let name = Self::lookup_name(host, port);
+        let ca = cert.signature_key();
+        let key = cert.public_key();
+        let mut authority = None;
+        for entry in self.entries.iter().filter(|e| e.hosts.matches(&name)) {
+            let refused = |reason| HostCertStatus::Refused {
+                line: Some(entry.line),
+                reason,
+            };
+            match entry.marker {
+                Some(Marker::Revoked) if entry.key.key_data() == ca => {
+                    return refused(CertError::RevokedCa {
+                        ca: certificate::ca_fingerprint(cert),
+                    });
+                }
+                Some(Marker::Revoked) if entry.key.key_data() == key => {
+                    return refused(CertError::RevokedKey {
+                        key: fingerprint(&entry.key),
+                    });
+                }
+                Some(Marker::CertAuthority) if entry.key.key_data() == ca => {
+                    authority.get_or_insert(entry.line);
+                }
+                _ => {}
+            }
+        }
+        let Some(line) = authority else {
+            return HostCertStatus::NoAuthority;
+        };
+        let principal = host.to_ascii_lowercase();
+        let req = Requirements {
+            cert_type: ssh_key::certificate::CertType::Host,
+            principal: &principal,
+            now,
+            peer: None,
+        };
+        match certificate::check(cert, &req) {
+            Ok(()) => HostCertStatus::Trusted { line },
+            Err(reason) => HostCertStatus::Refused {
+                line: Some(line),
+                reason,
+            },
         }
     }
 
@@ -560,3 +640,7 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "known_hosts_cert_tests.rs"]
+mod cert_tests;

@@ -9,6 +9,7 @@
 //! `*_file` wrappers, which read one file and name it in their errors.
 
 pub mod authorized_keys;
+pub mod certificate;
 pub mod known_hosts;
 mod options;
 mod pattern;
@@ -23,7 +24,10 @@ pub use authorized_keys::{
     AuthorizedKey, ExpiryTime, KeyOptions, OptionError, PermitListen, PermitOpen, PortSpec,
     TunnelDevice,
 };
-pub use known_hosts::{HostKeyStatus, HostPatterns, KnownHostEntry, KnownHosts, Marker};
+pub use certificate::CertError;
+pub use known_hosts::{
+    HostCertStatus, HostKeyStatus, HostPatterns, KnownHostEntry, KnownHosts, Marker,
+};
 
 /// Longest line accepted in `authorized_keys` and `known_hosts`. sshd(8) documents 8
 /// kilobytes for `authorized_keys` ("which permits RSA keys up to 16 kilobits").

@@ -441,6 +441,18 @@ impl KeyOptions {
         self.user_rc
     }
 
+    /// Narrows these options by an OpenSSH user certificate's extensions (PROTOCOL.certkeys
+    /// "Extensions"): whatever the certificate does not permit is denied, as sshd does for a
+    /// certificate login. Tunnel forwarding has no extension and is left as it is.
+    pub fn restrict_to_certificate(&mut self, cert: &ssh_key::Certificate) {
+        let permits = |name: &str| cert.extensions().contains_key(name);
+        self.port_forwarding &= permits("permit-port-forwarding");
+        self.agent_forwarding &= permits("permit-agent-forwarding");
+        self.x11_forwarding &= permits("permit-X11-forwarding");
+        self.pty &= permits("permit-pty");
+        self.user_rc &= permits("permit-user-rc");
+    }
+
     /// The key is a CA trusted for user certificates (`cert-authority`).
     #[must_use]
     pub fn is_cert_authority(&self) -> bool {

@@ -210,6 +210,24 @@ pub(crate) fn addr_match_list(
     Ok(result)
 }
 
+/// `addr_match_cidr_list`: the certificate `source-address` check. Every entry must be an
+/// address or CIDR block (no wildcards, no negation); a malformed list is an error.
+pub(crate) fn addr_match_cidr_list(addr: IpAddr, list: &str) -> Result<bool, InvalidAddressList> {
+    let addr = addr.to_canonical();
+    let mut found = false;
+    for entry in list.split(',') {
+        match parse_cidr(entry) {
+            Cidr::Network(net, len) => found |= in_network(addr, net, len),
+            Cidr::NotAnAddress | Cidr::Inconsistent => {
+                return Err(InvalidAddressList(format!(
+                    "{entry:?} is not an address or CIDR block"
+                )));
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// `match_host_and_ip`: the `from=` check. True only if the host name or the address matches
 /// positively and neither matches a negated pattern. A malformed list matches nothing.
 pub(crate) fn match_host_and_ip(host: &str, addr: IpAddr, patterns: &str) -> bool {

@@ -383,3 +383,72 @@ fn maximum_packet_size_of_zero_is_refused() {
             .is_none()
     );
 }
+
+/// A user certificate for `key`, signed by a CA made from seed 5.
+fn user_certificate(key: &crate::Ed25519Key) -> ssh_key::Certificate {
+    let ca = ssh_key::PrivateKey::from(ssh_key::private::Ed25519Keypair::from_seed(&[5; 32]));
+    let certified = key.public().to_ssh_key().key_data().clone();
+    let mut b = ssh_key::certificate::Builder::new([1u8; 16], certified, 0, u64::MAX).unwrap();
+    b.cert_type(ssh_key::certificate::CertType::User).unwrap();
+    b.valid_principal("alice").unwrap();
+    b.sign(&ca).unwrap()
+}
+
+#[test]
+fn a_certified_identity_logs_in_and_the_application_sees_the_certificate() {
+    let (mut c, s) = Pair::default_configs();
+    let cert = user_certificate(&super::util::user_key());
+    c.identities = vec![crate::Identity::certified(super::util::user_key(), &cert).unwrap()];
+    let mut pair = Pair::new(c, s);
+    pair.run();
+    assert!(pair.server.is_authenticated(), "{:?}", pair.server_error);
+    assert_eq!(pair.authorize_asked, vec![(true, Some(Box::new(cert)))]);
+}
+
+#[test]
+fn a_certificate_signed_for_by_another_key_is_refused_before_the_application_is_asked() {
+    let mut pair = pair_awaiting_auth();
+    let asked_before = pair.authorize_asked.len();
+    let session_id = pair.server.session_id().unwrap().to_vec();
+    let cert = user_certificate(&super::util::user_key());
+    let blob = ssh_key::encoding::Encode::encode_vec(&cert).unwrap();
+    let alg = "ssh-ed25519-cert-v01@openssh.com";
+    let data = crate::auth::signed_data(&session_id, "alice", alg, &blob);
+    let forged = crate::Ed25519Key::from_seed(&[66; 32]).sign_blob(&data);
+    // And a truncated certificate, correctly "signed" by the certified key.
+    let truncated = blob.get(..blob.len() - 9).unwrap().to_vec();
+    let data_t = crate::auth::signed_data(&session_id, "alice", alg, &truncated);
+    let sig_t = super::util::user_key().sign_blob(&data_t);
+    for (blob, sig) in [(&blob, &forged), (&truncated, &sig_t)] {
+        let mut payload = Vec::new();
+        let mut w = Writer::new(&mut payload);
+        w.u8(MsgType::USERAUTH_REQUEST.0)
+            .string("alice")
+            .string("ssh-connection")
+            .string("publickey");
+        w.bool(true).string(alg).string(blob).string(sig);
+        pair.client
+            .transport_mut_for_tests()
+            .tx
+            .send(|b| b.extend_from_slice(&payload));
+    }
+    pair.run();
+    assert!(!pair.server.is_authenticated());
+    // The server answered USERAUTH_FAILURE, which the stalled client reports.
+    assert!(
+        matches!(
+            &pair.client_error,
+            Some(Error::Unexpected {
+                msg: MsgType::USERAUTH_FAILURE,
+                ..
+            })
+        ),
+        "{:?}",
+        pair.client_error
+    );
+    assert_eq!(
+        pair.authorize_asked.len(),
+        asked_before,
+        "the application is never asked about an unverified certificate"
+    );
+}

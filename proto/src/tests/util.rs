@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::conn::{ClientConfig, Connection, ServerConfig};
 use crate::rng::Random;
-use crate::{ChannelId, Ed25519Key, Error, Event, PublicKey};
+use crate::{ChannelId, Ed25519Key, Error, Event, HostKey, PublicKey};
 
 pub fn host_key() -> Ed25519Key {
     Ed25519Key::from_seed(&[11; 32])
@@ -35,6 +35,8 @@ pub struct Pair {
     pub hold_sign_requests: bool,
     /// Keys the agent was asked to sign with.
     pub signatures_made: Vec<PublicKey>,
+    /// Every `AuthorizeKey` the server's application was asked: (signed, certificate).
+    pub authorize_asked: Vec<(bool, Option<Box<ssh_key::Certificate>>)>,
     /// Bytes in flight, so tests can tamper with them.
     pub to_server: Vec<u8>,
     pub to_client: Vec<u8>,
@@ -56,6 +58,7 @@ impl Pair {
             agent: Vec::new(),
             hold_sign_requests: false,
             signatures_made: Vec::new(),
+            authorize_asked: Vec::new(),
             client_error: None,
             server_error: None,
             to_server: Vec::new(),
@@ -102,7 +105,7 @@ impl Pair {
             progress = true;
             match ev {
                 Event::VerifyHostKey(key) => {
-                    let ok = key == self.trusted_host_key;
+                    let ok = key == HostKey::from(self.trusted_host_key);
                     if let Err(e) = self.client.host_key_verdict(ok, self.now) {
                         self.client_error = Some(e);
                     }
@@ -123,7 +126,13 @@ impl Pair {
         while let Some(ev) = self.server.poll_event() {
             progress = true;
             match ev {
-                Event::AuthorizeKey { key, .. } => {
+                Event::AuthorizeKey {
+                    key,
+                    certificate,
+                    signed,
+                    ..
+                } => {
+                    self.authorize_asked.push((signed, certificate));
                     let ok = self.authorized.contains(&key);
                     if let Err(e) = self.server.authorize_key(ok, self.now) {
                         self.server_error = Some(e);

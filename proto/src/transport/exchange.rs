@@ -5,7 +5,7 @@
 use super::Role;
 use super::Tx;
 use super::cipher::{CipherAlg, OpeningKey, SealingKey};
-use super::hostkey::{Ed25519Key, PublicKey};
+use super::hostkey::{Ed25519Key, HostKey};
 use super::kex::hash::{self, HashAlg, HashInputs, HashValue, SharedSecret};
 use super::kex::method::ClientSecret;
 use super::kex::{self, KexAlg, KexInit, Negotiated, Preferences};
@@ -18,7 +18,7 @@ use crate::wire::{MsgType, Reader, Writer};
 pub enum KexOutcome {
     Continue,
     /// Client: the server proved possession of this host key; the verdict is up to the caller.
-    VerifyHostKey(PublicKey),
+    VerifyHostKey(HostKey),
     /// Server: NEWKEYS has been sent; install the sealing key.
     SentNewKeys,
 }
@@ -42,7 +42,7 @@ pub struct Exchange {
     negotiated: Option<Negotiated>,
     step: Step,
     hash: Option<HashValue>,
-    peer_host_key: Option<PublicKey>,
+    peer_host_key: Option<HostKey>,
     sealing: Option<SealingKey>,
     opening: Option<OpeningKey>,
     newkeys_sent: bool,
@@ -92,8 +92,8 @@ impl Exchange {
         self.negotiated.as_ref()
     }
 
-    pub fn peer_host_key(&self) -> Option<PublicKey> {
-        self.peer_host_key
+    pub fn peer_host_key(&self) -> Option<&HostKey> {
+        self.peer_host_key.as_ref()
     }
 
     /// H, once the method's reply has been processed.
@@ -153,14 +153,21 @@ impl Exchange {
                 let server_public = r.string()?;
                 let signature = r.string()?;
                 r.finish("KEX_ECDH_REPLY")?;
-                let key = PublicKey::from_blob(host_key_blob).map_err(Error::HostKeySignature)?;
+                let Some(alg) = self.negotiated.map(|n| n.host_key) else {
+                    return Err(Error::Unexpected {
+                        msg,
+                        state: "before algorithms were negotiated",
+                    });
+                };
+                let key =
+                    HostKey::from_blob(alg, host_key_blob).map_err(Error::HostKeySignature)?;
                 let k = secret.finish(server_public)?;
                 let h = self.hash_with(host_key_blob, &client_public, server_public, &k);
                 self.hash = Some(h);
-                key.verify_blob(h.as_bytes(), signature)
+                key.verify(alg, h.as_bytes(), signature)
                     .map_err(Error::HostKeySignature)?;
                 self.derive(&k, session_id);
-                self.peer_host_key = Some(key);
+                self.peer_host_key = Some(key.clone());
                 Ok(KexOutcome::VerifyHostKey(key))
             }
             (Step::ServerAwaitInit, MsgType::KEX_ECDH_INIT) => {

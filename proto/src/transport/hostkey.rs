@@ -5,6 +5,13 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::wire::{Reader, WireError, Writer};
 
+mod server;
+
+pub use server::{
+    ED25519_CERT, HostKey, HostKeyAlg, RSA_CERT, RSA_MAX_BITS, RSA_MIN_BITS, SSH_RSA,
+    check_rsa_size,
+};
+
 pub const ED25519: &str = "ssh-ed25519";
 
 /// An ed25519 private key that signs for us: a server's host key or a client's identity.
@@ -22,12 +29,18 @@ impl std::fmt::Debug for Ed25519Key {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyBlobError {
-    #[error("unsupported key or signature algorithm {0:?} (sshvpn accepts ssh-ed25519)")]
+    #[error(
+        "unsupported key or signature algorithm {0:?} (sshvpn accepts ssh-ed25519, rsa-sha2-256/512 and their OpenSSH certificates)"
+    )]
     UnsupportedAlgorithm(String),
     #[error("malformed key or signature blob: {0}")]
     Malformed(#[from] WireError),
     #[error("signature does not verify")]
     BadSignature,
+    #[error("the certificate is for another key")]
+    CertificateKeyMismatch,
+    #[error("RSA key of {0} bits refused: sshvpn requires {RSA_MIN_BITS} to {RSA_MAX_BITS} bits")]
+    RsaKeySize(u32),
 }
 
 impl Ed25519Key {

@@ -21,7 +21,7 @@ use crate::rng::Random;
 use crate::wire::{DisconnectReason, MsgType, Reader, Writer};
 use exchange::Exchange;
 pub use exchange::KexOutcome;
-use hostkey::{Ed25519Key, PublicKey};
+use hostkey::{Ed25519Key, HostKey};
 use kex::hash::HashValue;
 use kex::{Negotiated, Preferences};
 use packet::{Opener, Sealer};
@@ -61,7 +61,7 @@ pub enum Input {
     Payload(Range<usize>),
     /// First key exchange: the server's host key awaits the application's verdict
     /// ([`Transport::host_key_verdict`]); input processing is paused until then.
-    VerifyHostKey(PublicKey),
+    VerifyHostKey(HostKey),
     /// A key exchange completed; `initial` for the first one.
     KexDone { initial: bool },
     /// The server sent SSH_MSG_EXT_INFO (RFC 8308 §2.3) with its signature algorithms.
@@ -187,7 +187,7 @@ pub struct Transport {
     /// The first exchange's hash (RFC 4253 §7.2); fixed for the connection's life.
     session_id: Option<HashValue>,
     /// The server host key from the first exchange; re-keys must present the same one.
-    peer_host_key: Option<PublicKey>,
+    peer_host_key: Option<HostKey>,
     negotiated: Option<Negotiated>,
     strict_kex: bool,
     last_kex: Instant,
@@ -254,7 +254,7 @@ impl Transport {
         self.peer_ident.as_deref()
     }
 
-    pub fn peer_host_key(&self) -> Option<&PublicKey> {
+    pub fn peer_host_key(&self) -> Option<&HostKey> {
         self.peer_host_key.as_ref()
     }
 
@@ -457,9 +457,9 @@ impl Transport {
         match outcome {
             KexOutcome::Continue => Ok(None),
             KexOutcome::VerifyHostKey(key) => {
-                if let Some(known) = self.peer_host_key {
+                if let Some(known) = &self.peer_host_key {
                     // Re-key: the server must keep proving the key the user already accepted.
-                    if known != key {
+                    if *known != key {
                         return Err(Error::HostKeyChanged {
                             was: known.fingerprint(),
                             now: key.fingerprint(),
@@ -492,7 +492,7 @@ impl Transport {
                 fingerprint: key.fingerprint(),
             });
         }
-        self.peer_host_key = Some(key);
+        self.peer_host_key = Some(key.clone());
         self.send_newkeys()?;
         self.after_newkeys_sent(now)
     }
@@ -527,7 +527,7 @@ impl Transport {
                 self.session_id = ex.exchange_hash();
                 self.strict_kex = ex.strict();
                 if self.role == Role::Server {
-                    self.peer_host_key = self.host_key.as_ref().map(Ed25519Key::public);
+                    self.peer_host_key = self.host_key.as_ref().map(|k| HostKey::from(k.public()));
                 }
             }
             self.negotiated = ex.negotiated().copied();

@@ -90,6 +90,22 @@ pub struct KeyPair {
 }
 
 impl KeyPair {
+    /// A key pair already on disk: `private` and `private.pub`.
+    pub fn existing(private: &Path) -> KeyPair {
+        let mut public = private.as_os_str().to_owned();
+        public.push(".pub");
+        let public = PathBuf::from(public);
+        let public_line = std::fs::read_to_string(&public)
+            .unwrap_or_else(|e| panic!("read {}: {e}", public.display()))
+            .trim_end()
+            .to_owned();
+        KeyPair {
+            private: private.to_owned(),
+            public,
+            public_line,
+        }
+    }
+
     /// `ssh-ed25519 AAAA…` without the comment, as known_hosts and authorized_keys match it.
     pub fn key_type_and_blob(&self) -> String {
         self.public_line
@@ -132,10 +148,50 @@ impl TestDir {
     pub async fn keygen_with_passphrase(&self, name: &str, passphrase: &str) -> KeyPair {
         keygen_at(&self.path().join(name), name, passphrase).await
     }
+
+    /// Generates an unencrypted key pair of another type: `type_args` are ssh-keygen's, e.g.
+    /// `["-t", "rsa", "-b", "3072"]`.
+    pub async fn keygen_typed(&self, name: &str, type_args: &[&str]) -> KeyPair {
+        keygen_args(&self.path().join(name), name, "", type_args).await
+    }
+
+    /// Signs `key` with the CA key `ca` (`ssh-keygen -s ca -I id args… key.pub`) and returns
+    /// the certificate file, `key-cert.pub` (overwritten if it exists). `args` give the
+    /// certificate's type, principals and validity, e.g. `["-h", "-n", "localhost", "-V", "+1h"]`.
+    pub async fn sign_key(&self, ca: &KeyPair, key: &KeyPair, id: &str, args: &[&str]) -> PathBuf {
+        let output = run_tool(
+            tokio::process::Command::new(require("ssh-keygen"))
+                .arg("-q")
+                .arg("-s")
+                .arg(&ca.private)
+                .args(["-I", id])
+                .args(args)
+                .arg(&key.public),
+        )
+        .await;
+        assert!(
+            output.status.success(),
+            "ssh-keygen -s for {} failed: {}",
+            key.public.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let mut cert = key.private.as_os_str().to_owned();
+        cert.push("-cert.pub");
+        PathBuf::from(cert)
+    }
 }
 
 /// Runs `ssh-keygen -t ed25519` writing `private` and `private.pub`.
 async fn keygen_at(private: &Path, comment: &str, passphrase: &str) -> KeyPair {
+    keygen_args(private, comment, passphrase, &["-t", "ed25519"]).await
+}
+
+async fn keygen_args(
+    private: &Path,
+    comment: &str,
+    passphrase: &str,
+    type_args: &[&str],
+) -> KeyPair {
     assert!(
         !private.exists(),
         "key {} already exists",
@@ -143,7 +199,9 @@ async fn keygen_at(private: &Path, comment: &str, passphrase: &str) -> KeyPair {
     );
     let output = run_tool(
         tokio::process::Command::new(require("ssh-keygen"))
-            .args(["-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f"])
+            .arg("-q")
+            .args(type_args)
+            .args(["-N", passphrase, "-C", comment, "-f"])
             .arg(private),
     )
     .await;

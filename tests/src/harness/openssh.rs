@@ -31,6 +31,9 @@ pub struct SshdOptions {
     pub rekey_limit: Option<String>,
     /// Further `Keyword value` lines, appended verbatim.
     pub extra: Vec<(String, String)>,
+    /// An existing private key (with its `.pub` beside it) to serve as the only host key,
+    /// instead of a freshly generated ed25519 one: an RSA key, or one a CA has certified.
+    pub host_key: Option<PathBuf>,
 }
 
 impl Default for SshdOptions {
@@ -41,6 +44,7 @@ impl Default for SshdOptions {
             kex_algorithms: None,
             rekey_limit: None,
             extra: Vec::new(),
+            host_key: None,
         }
     }
 }
@@ -63,7 +67,10 @@ impl Sshd {
         ensure_privsep_dir();
         let home = dir.unique_path("sshd", "");
         std::fs::create_dir(&home).expect("create sshd dir");
-        let host_key = keygen_at(&home.join("ssh_host_ed25519_key"), "sshd-host", "").await;
+        let host_key = match &opts.host_key {
+            Some(private) => KeyPair::existing(private),
+            None => keygen_at(&home.join("ssh_host_ed25519_key"), "sshd-host", "").await,
+        };
         let authorized_keys = home.join("authorized_keys");
         std::fs::write(&authorized_keys, "").expect("create authorized_keys");
         let config = home.join("sshd_config");

@@ -7,6 +7,7 @@ pub mod hybrid;
 pub mod method;
 
 use crate::transport::cipher::CipherAlg;
+use crate::transport::hostkey::HostKeyAlg;
 use crate::wire::{MsgType, NameList, Reader, WireError, Writer};
 
 pub const KEX_STRICT_CLIENT: &str = "kex-strict-c-v00@openssh.com";
@@ -55,8 +56,6 @@ impl KexAlg {
     }
 }
 
-/// Host key algorithms this crate implements.
-pub const HOST_KEY_ALGS: [&str; 1] = [crate::transport::hostkey::ED25519];
 /// MACs are never used: every cipher we offer is an AEAD. The list must still be non-empty.
 const MAC_ALGS: [&str; 1] = ["hmac-sha2-256-etm@openssh.com"];
 const COMPRESSION: [&str; 1] = ["none"];
@@ -144,7 +143,7 @@ pub fn build_kexinit(
     w.u8(MsgType::KEXINIT.0)
         .raw(&cookie)
         .name_list(&kex)
-        .name_list(&HOST_KEY_ALGS);
+        .name_list(&host_key_names(is_server));
     w.name_list(&ciphers).name_list(&ciphers);
     w.name_list(&MAC_ALGS).name_list(&MAC_ALGS);
     w.name_list(&COMPRESSION).name_list(&COMPRESSION);
@@ -155,10 +154,21 @@ pub fn build_kexinit(
     out
 }
 
+/// Host key algorithms we offer, by role (`HostKeyAlg::CLIENT`, `HostKeyAlg::SERVER`).
+fn host_key_names(is_server: bool) -> Vec<&'static str> {
+    let algs: &[HostKeyAlg] = if is_server {
+        &HostKeyAlg::SERVER
+    } else {
+        &HostKeyAlg::CLIENT
+    };
+    algs.iter().map(|a| a.name()).collect()
+}
+
 /// What the two KEXINITs agreed on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Negotiated {
     pub kex: KexAlg,
+    pub host_key: HostKeyAlg,
     pub cipher_c2s: CipherAlg,
     pub cipher_s2c: CipherAlg,
     /// Both sides offered strict kex (only meaningful in the initial exchange).
@@ -215,7 +225,11 @@ pub fn negotiate(
         .filter_map(KexAlg::from_name)
         .find(|k| server.kex.contains(k.name()))
         .ok_or_else(|| fail("key exchange", ours.kex, theirs.kex))?;
-    choose_name(client.host_key, server.host_key)
+    let host_key = client
+        .host_key
+        .iter()
+        .filter_map(HostKeyAlg::from_name)
+        .find(|a| server.host_key.contains(a.name()))
         .ok_or_else(|| fail("host key", ours.host_key, theirs.host_key))?;
     let cipher_c2s = choose_cipher(client.cipher_c2s, server.cipher_c2s).ok_or_else(|| {
         fail(
@@ -257,6 +271,7 @@ pub fn negotiate(
             || client.host_key.iter().next() != server.host_key.iter().next());
     Ok(Negotiated {
         kex,
+        host_key,
         cipher_c2s,
         cipher_s2c,
         strict,
