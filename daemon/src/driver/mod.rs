@@ -31,8 +31,15 @@ const CHANNEL_CREDIT: usize = 1 << 20;
 const INBOUND_CHUNKS: usize = 16;
 /// Largest socket read.
 const READ_BUF: usize = 256 * 1024;
-/// Stop reading the socket while this much output is waiting to be written.
+/// Stop taking channel data from local sockets while this much output is waiting to be
+/// written (what a local sender writes meanwhile waits in its bridge, bounded by the credit).
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
+/// Stop reading the socket while this much output is waiting to be written. Above
+/// `MAX_PENDING_OUTPUT`, so channel data queued behind a slow path never stops us reading:
+/// the peer's window adjusts and keepalive replies must still be seen, or a busy link on a
+/// slow path is declared dead. Only our answers to the peer's own messages can fill the
+/// difference; this bounds what a peer that never reads them can make us hold.
+const MAX_PENDING_BEFORE_READ_STOPS: usize = 2 * MAX_PENDING_OUTPUT;
 
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
@@ -349,7 +356,7 @@ impl Driver {
                 }
             };
             tokio::select! {
-                n = rd.read(&mut buf), if pending < MAX_PENDING_OUTPUT => {
+                n = rd.read(&mut buf), if pending < MAX_PENDING_BEFORE_READ_STOPS => {
                     match n {
                         Ok(0) | Err(_) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
@@ -509,8 +516,11 @@ impl Driver {
         let Some(b) = self.bridges.get_mut(&id) else {
             return;
         };
-        // Local → SSH, as far as the window allows.
+        // Local → SSH, as far as the window and the output waiting for the socket allow.
         while let Some(front) = b.outbound.front_mut() {
+            if self.conn.transmit().len() >= MAX_PENDING_OUTPUT {
+                break;
+            }
             match self.conn.channel_send(id, front) {
                 Ok(0) => break,
                 Ok(n) => {
