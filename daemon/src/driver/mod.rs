@@ -31,15 +31,17 @@ const CHANNEL_CREDIT: usize = 1 << 20;
 const INBOUND_CHUNKS: usize = 16;
 /// Largest socket read.
 const READ_BUF: usize = 256 * 1024;
-/// Stop taking channel data from local sockets while this much output is waiting to be
-/// written (what a local sender writes meanwhile waits in its bridge, bounded by the credit).
+/// Stop reading the socket while this much output is waiting to be written.
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
-/// Stop reading the socket while this much output is waiting to be written. Above
+/// Stop taking channel data from local sockets while this much output is waiting to be
+/// written (a local sender then waits, bounded by its bridge's credit). Well below
 /// `MAX_PENDING_OUTPUT`, so channel data queued behind a slow path never stops us reading:
 /// the peer's window adjusts and keepalive replies must still be seen, or a busy link on a
 /// slow path is declared dead. Only our answers to the peer's own messages can fill the
-/// difference; this bounds what a peer that never reads them can make us hold.
-const MAX_PENDING_BEFORE_READ_STOPS: usize = 2 * MAX_PENDING_OUTPUT;
+/// difference, and that is what the read limit bounds. Kept small because everything
+/// queued here delays every channel's next packet (a ping in the tunnel); the kernel's
+/// socket buffer is what keeps the path full.
+const MAX_PENDING_CHANNEL_DATA: usize = 1 << 20;
 
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
@@ -312,6 +314,7 @@ pub fn spawn(
         pending_opens: HashMap::new(),
         pending_globals: HashMap::new(),
         rtt: None,
+        pump_turn: 0,
     };
     let task = tokio::spawn(driver.run(socket));
     (handle, incoming_rx, task)
@@ -329,6 +332,8 @@ struct Driver {
     pending_opens: HashMap<ChannelId, oneshot::Sender<Result<ChannelStream, OpenError>>>,
     pending_globals: HashMap<RequestId, oneshot::Sender<Result<Option<u32>, ()>>>,
     rtt: Option<std::time::Duration>,
+    /// Which channel `pump` serves first this time (it rotates).
+    pump_turn: usize,
 }
 
 impl Driver {
@@ -356,7 +361,7 @@ impl Driver {
                 }
             };
             tokio::select! {
-                n = rd.read(&mut buf), if pending < MAX_PENDING_BEFORE_READ_STOPS => {
+                n = rd.read(&mut buf), if pending < MAX_PENDING_OUTPUT => {
                     match n {
                         Ok(0) | Err(_) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
@@ -505,7 +510,15 @@ impl Driver {
         while let Some(event) = self.conn.poll_event() {
             self.on_event(event, now)?;
         }
-        let ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        // Once output waits for the socket, the channels pumped first take the room; start
+        // with a different one each time so that none starves (a ping in the tunnel behind
+        // bulk forwards).
+        let mut ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        if !ids.is_empty() {
+            let first = self.pump_turn % ids.len();
+            ids.rotate_left(first);
+            self.pump_turn = self.pump_turn.wrapping_add(1);
+        }
         for id in ids {
             self.pump_channel(id);
         }
@@ -518,7 +531,7 @@ impl Driver {
         };
         // Local → SSH, as far as the window and the output waiting for the socket allow.
         while let Some(front) = b.outbound.front_mut() {
-            if self.conn.transmit().len() >= MAX_PENDING_OUTPUT {
+            if self.conn.transmit().len() >= MAX_PENDING_CHANNEL_DATA {
                 break;
             }
             match self.conn.channel_send(id, front) {
