@@ -645,6 +645,29 @@ async fn a_killed_and_restarted_server_gets_the_tunnel_back() {
     echo_through_socks(&s.net.cli, 2 << 20).unwrap();
 }
 
+/// `count` pings from `ns` that must all be answered within 10 s (under load the tunnel is
+/// slow, not lossy); the slowest round trip in ms, or what ping said.
+fn ping_all(ns: &Netns, target: &str, count: u32) -> Result<f64, String> {
+    let c = count.to_string();
+    let out = ns.exec(
+        &["ping", "-n", "-c", &c, "-i", "0.3", "-w", "10", target],
+        Duration::from_secs(15),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "not every ping through the tunnel was answered:\n{text}"
+        ));
+    }
+    // "rtt min/avg/max/mdev = 0.1/0.2/0.3/0.0 ms"
+    Ok(text
+        .lines()
+        .find_map(|l| l.split(" = ").nth(1))
+        .and_then(|v| v.split('/').nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0))
+}
+
 /// Key exchanges after the first, as the client's debug log reports them.
 fn rekeys(client: &Daemon) -> usize {
     client
@@ -675,10 +698,10 @@ async fn soak_mixed_load_with_rekeys_loses_nothing() {
     let client = Daemon::start_in(&s.net.cli, &s.dir, "client", &body).await;
     let first = client.wait_link("site", "up", UP).await;
     let per_transfer = 2 << 20;
-    let (mut rounds, mut moved, mut pings) = (0u64, 0u64, 0u64);
+    let (mut rounds, mut moved, mut pings, mut worst_rtt) = (0u64, 0u64, 0u64, 0f64);
     let start = Instant::now();
     while start.elapsed() < soak {
-        // Each round: two forward and two SOCKS echoes at once, and a ping through the tunnel.
+        // Each round: two forward and two SOCKS echoes at once, and pings through the tunnel.
         let cli = &s.net.cli;
         let (results, ping) = std::thread::scope(|scope| {
             let transfers: Vec<_> = (0..4)
@@ -692,7 +715,7 @@ async fn soak_mixed_load_with_rekeys_loses_nothing() {
                     })
                 })
                 .collect();
-            let ping = cli.ping(TUN_SERVER, 2);
+            let ping = ping_all(cli, TUN_SERVER, 3);
             let results: Vec<_> = transfers.into_iter().map(|t| t.join().unwrap()).collect();
             (results, ping)
         });
@@ -700,8 +723,9 @@ async fn soak_mixed_load_with_rekeys_loses_nothing() {
             r.unwrap_or_else(|e| panic!("round {rounds}: {e}"));
             moved += per_transfer as u64;
         }
-        assert!(ping, "round {rounds}: no ping through the tunnel");
-        pings += 1;
+        let rtt = ping.unwrap_or_else(|e| panic!("round {rounds}: {e}"));
+        worst_rtt = worst_rtt.max(rtt);
+        pings += 3;
         rounds += 1;
         let now = client.link("site").await;
         assert!(
@@ -710,6 +734,16 @@ async fn soak_mixed_load_with_rekeys_loses_nothing() {
         );
     }
     let last = client.link("site").await;
+    let tun = last.tun.clone().unwrap();
+    assert_eq!(
+        (
+            tun.dropped_link_down,
+            tun.dropped_invalid,
+            tun.dropped_device
+        ),
+        (0, 0, 0),
+        "no tunnel packet dropped: {tun:?}"
+    );
     let rekeyed = rekeys(&client);
     assert_eq!(times_up(&client), 1, "no reconnect during the soak");
     assert!(
@@ -717,7 +751,7 @@ async fn soak_mixed_load_with_rekeys_loses_nothing() {
         "with rekey_limit = 4M and {moved} bytes each way the link re-keyed only {rekeyed} times"
     );
     println!(
-        "soak {:.0?}: {rounds} rounds, {} MiB echoed through forwards and SOCKS each way ({} transfers), {pings} pings, {rekeyed} re-keys, link bytes sent {} / received {}, no reconnect",
+        "soak {:.0?}: {rounds} rounds, {} MiB echoed through forwards and SOCKS each way ({} transfers), {pings} pings (all answered, slowest {worst_rtt:.0} ms under load), {rekeyed} re-keys, link bytes sent {} / received {}, no reconnect",
         start.elapsed(),
         moved >> 20,
         rounds * 4,
