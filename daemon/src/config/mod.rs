@@ -12,7 +12,10 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use error::ConfigError;
-pub use values::{Cidr, Endpoint, HostPort, Interval, ListenAddr};
+pub use values::{ByteCount, Cidr, Endpoint, HostPort, Interval, ListenAddr};
+
+/// The smallest `rekey_limit` accepted.
+const MIN_REKEY_LIMIT: u64 = 1 << 20;
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +92,9 @@ pub struct LinkConfig {
     pub reconnect_min: Interval,
     #[serde(default = "defaults::reconnect_max")]
     pub reconnect_max: Interval,
+    /// Re-key after this much data either way (RFC 4253 §9; OpenSSH's `RekeyLimit`);
+    /// default 1G.
+    pub rekey_limit: Option<ByteCount>,
     /// Whether the link starts up with the daemon (`sshvpnctl up` starts it otherwise).
     #[serde(default = "defaults::yes")]
     pub enabled: bool,
@@ -285,6 +291,13 @@ impl Config {
                     link.name.span(),
                     "link.reconnect_min",
                     "reconnect_min is longer than reconnect_max".into(),
+                ));
+            }
+            if link.rekey_limit.is_some_and(|l| l.0 < MIN_REKEY_LIMIT) {
+                return Err(at(
+                    link.name.span(),
+                    "link.rekey_limit",
+                    "rekey_limit must be at least 1M (a key exchange per few packets would stall the link)".into(),
                 ));
             }
             if link.keepalive_max == 0 {

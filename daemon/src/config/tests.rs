@@ -194,3 +194,22 @@ fn certificate_keys_parse() {
     // Without the key, the link falls back to <identity>-cert.pub at connect time.
     assert_eq!(parse(LINK).unwrap().links[0].certificate, None);
 }
+
+#[test]
+fn rekey_limit_takes_binary_units_and_a_floor() {
+    assert_eq!("512K".parse::<ByteCount>().unwrap().0, 512 << 10);
+    assert_eq!("64M".parse::<ByteCount>().unwrap().0, 64 << 20);
+    assert_eq!("1G".parse::<ByteCount>().unwrap().0, 1 << 30);
+    assert_eq!("4096".parse::<ByteCount>().unwrap().0, 4096);
+    assert!("12T".parse::<ByteCount>().is_err());
+    assert!("99999999999999G".parse::<ByteCount>().is_err());
+    let ok = parse(&format!("{LINK}rekey_limit = \"16M\"\n")).unwrap();
+    assert_eq!(ok.links[0].rekey_limit, Some(ByteCount(16 << 20)));
+    let e = err(&format!("{LINK}rekey_limit = \"64K\"\n"));
+    assert!(
+        e.contains("link.rekey_limit") && e.contains("at least 1M"),
+        "{e}"
+    );
+    let e = err(&format!("{LINK}rekey_limit = \"lots\"\n"));
+    assert!(e.contains("not an amount of data"), "{e}");
+}

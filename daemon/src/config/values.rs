@@ -48,6 +48,31 @@ impl fmt::Display for Interval {
     }
 }
 
+/// An amount of data written as a number and an optional binary unit, as OpenSSH's
+/// `RekeyLimit` takes it: "1G", "64M", "512K", or plain bytes ("1048576").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ByteCount(pub u64);
+
+impl std::str::FromStr for ByteCount {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let bad =
+            || format!("{s:?} is not an amount of data (write e.g. \"512K\", \"64M\", \"1G\")");
+        let n: u64 = num.parse().map_err(|_| bad())?;
+        let shift = match unit.trim() {
+            "" => 0,
+            "K" | "k" => 10,
+            "M" | "m" => 20,
+            "G" | "g" => 30,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(1u64 << shift).map(ByteCount).ok_or_else(bad)
+    }
+}
+
 /// A TCP address to listen on, "127.0.0.1:1080" or "[::1]:1080".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddr(pub SocketAddr);
@@ -200,7 +225,7 @@ macro_rules! deserialize_from_str {
     )*};
 }
 
-deserialize_from_str!(Interval, ListenAddr, Endpoint, HostPort, Cidr);
+deserialize_from_str!(Interval, ByteCount, ListenAddr, Endpoint, HostPort, Cidr);
 
 #[cfg(test)]
 mod tests {

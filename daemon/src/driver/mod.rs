@@ -40,6 +40,16 @@ const MAX_PENDING_OUTPUT: usize = 4 << 20;
 /// channels (proto's default `max_channels`); tokio allocates its slots only as they are used.
 const INCOMING_QUEUE: usize = 4096;
 
+/// Stop taking channel data from local sockets while this much output is waiting to be
+/// written (a local sender then waits, bounded by its bridge's credit). Well below
+/// `MAX_PENDING_OUTPUT`, so channel data queued behind a slow path never stops us reading:
+/// the peer's window adjusts and keepalive replies must still be seen, or a busy link on a
+/// slow path is declared dead. Only our answers to the peer's own messages can fill the
+/// difference, and that is what the read limit bounds. Kept small because everything
+/// queued here delays every channel's next packet (a ping in the tunnel); the kernel's
+/// socket buffer is what keeps the path full.
+const MAX_PENDING_CHANNEL_DATA: usize = 1 << 20;
+
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
@@ -318,6 +328,7 @@ pub fn spawn(
         pending_opens: HashMap::new(),
         pending_globals: HashMap::new(),
         rtt: None,
+        pump_turn: 0,
     };
     let task = tokio::spawn(driver.run(socket));
     (handle, incoming_rx, task)
@@ -335,6 +346,8 @@ struct Driver {
     pending_opens: HashMap<ChannelId, oneshot::Sender<Result<ChannelStream, OpenError>>>,
     pending_globals: HashMap<RequestId, oneshot::Sender<Result<Option<u32>, ()>>>,
     rtt: Option<std::time::Duration>,
+    /// Which channel `pump` serves first this time (it rotates).
+    pump_turn: usize,
 }
 
 impl Driver {
@@ -511,7 +524,15 @@ impl Driver {
         while let Some(event) = self.conn.poll_event() {
             self.on_event(event, now)?;
         }
-        let ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        // Once output waits for the socket, the channels pumped first take the room; start
+        // with a different one each time so that none starves (a ping in the tunnel behind
+        // bulk forwards).
+        let mut ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        if !ids.is_empty() {
+            let first = self.pump_turn % ids.len();
+            ids.rotate_left(first);
+            self.pump_turn = self.pump_turn.wrapping_add(1);
+        }
         for id in ids {
             self.pump_channel(id);
         }
@@ -522,8 +543,11 @@ impl Driver {
         let Some(b) = self.bridges.get_mut(&id) else {
             return;
         };
-        // Local → SSH, as far as the window allows.
+        // Local → SSH, as far as the window and the output waiting for the socket allow.
         while let Some(front) = b.outbound.front_mut() {
+            if self.conn.transmit().len() >= MAX_PENDING_CHANNEL_DATA {
+                break;
+            }
             match self.conn.channel_send(id, front) {
                 Ok(0) => break,
                 Ok(n) => {

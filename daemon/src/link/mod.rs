@@ -413,6 +413,9 @@ impl Supervisor {
         }
         config.keepalive = Some(self.config.keepalive.0);
         config.keepalive_max = self.config.keepalive_max;
+        if let Some(limit) = self.config.rekey_limit {
+            config.transport.rekey_bytes = limit.0;
+        }
         Ok((config, agent))
     }
 

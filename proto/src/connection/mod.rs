@@ -31,6 +31,13 @@ impl std::fmt::Display for ChannelId {
     }
 }
 
+/// Consumed bytes are returned to the peer at least this often, however large the window.
+/// A peer sending bulk data over a slow path gets nothing else back while its keepalive
+/// probes wait behind that data; with adjusts only every half window (8 MiB by default) a
+/// 2 MB/s path left it 4 s without input, and a link with a short keepalive window was
+/// declared dead in the middle of a transfer.
+pub const MAX_ADJUST_STEP: u32 = 1 << 20;
+
 /// Flow-control and resource settings for channels.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
@@ -208,15 +215,16 @@ impl Channels {
     }
 
     /// The application consumed `n` buffered bytes: return them to the peer's window once
-    /// half the window has been consumed, so adjusts are few and the pipe stays full.
+    /// half the window, or [`MAX_ADJUST_STEP`], has been consumed, so adjusts are few and the
+    /// pipe stays full.
     pub fn consume(&mut self, id: ChannelId, n: usize, tx: &mut Tx) {
-        let initial = self.config.window;
+        let step = (self.config.window / 2).min(MAX_ADJUST_STEP);
         let Some(ch) = self.table.get_mut(&id.0) else {
             return;
         };
         let n = ch.consume(n) as u32;
         ch.unacked = ch.unacked.saturating_add(n);
-        if ch.unacked >= initial / 2 && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
+        if ch.unacked >= step && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
             let adjust = ch.unacked;
             ch.unacked = 0;
             ch.recv_window = ch.recv_window.saturating_add(adjust);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::util::{Pair, pattern, user_key};
-use crate::connection::ChannelConfig;
+use crate::connection::{ChannelConfig, MAX_ADJUST_STEP};
 use crate::transport::cipher::CipherAlg;
 use crate::transport::kex::KexAlg;
 use crate::{ChannelKind, DisconnectReason, Ed25519Key, Error, Event, GlobalRequest};
@@ -83,6 +83,30 @@ fn window_exhaustion_and_refill() {
     received.extend_from_slice(&pair.transfer(cid, sid, &data[sent..], 5000));
     assert_eq!(received.len(), data.len());
     assert!(received == data, "data corrupted");
+}
+
+#[test]
+fn a_large_window_is_returned_in_steps_of_at_most_one_mib() {
+    // With the default 16 MiB window the sender must not wait for half of it to be read
+    // before it hears from the receiver (its keepalives would see a silent peer).
+    let (c, s) = Pair::default_configs();
+    let mut pair = Pair::new(c, s);
+    pair.run();
+    let (cid, sid) = pair.open_channel();
+    let window = ChannelConfig::default().window as usize;
+    let data = pattern(window + MAX_ADJUST_STEP as usize);
+    let mut sent = 0;
+    while sent < window {
+        let n = pair.client.channel_send(cid, &data[sent..]).unwrap();
+        assert!(n > 0, "the window closed after {sent} bytes");
+        sent += n;
+        pair.run();
+    }
+    assert_eq!(sent, window, "sender stops at the peer's window");
+    pair.server.channel_consume(sid, MAX_ADJUST_STEP as usize);
+    pair.run();
+    let more = pair.client.channel_send(cid, &data[sent..]).unwrap();
+    assert_eq!(more, MAX_ADJUST_STEP as usize, "one step came back");
 }
 
 #[test]

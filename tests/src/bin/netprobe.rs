@@ -18,6 +18,9 @@
 //!                                           writing pre-banner lines until cut off); print
 //!                                           "connected C failed F", then hold them until stdin
 //!                                           closes and print "open O" (those still open)
+//!   netprobe echo-check ADDR:PORT BYTES     send the pattern to an echo, check every byte that comes
+//!                                           back and the EOF after it, print "BYTES SHA256"
+//!   netprobe socks-echo-check PROXY HOST:PORT BYTES   the same through SOCKS5
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -69,9 +72,7 @@ fn main() {
             while sent < total {
                 let n = block.len().min(total - sent);
                 for (i, b) in block[..n].iter_mut().enumerate() {
-                    *b = ((sent + i) as u64)
-                        .wrapping_mul(2_654_435_761)
-                        .to_le_bytes()[1];
+                    *b = pattern_byte(sent + i);
                 }
                 s.write_all(&block[..n]).expect("write");
                 h.update(&block[..n]);
@@ -207,13 +208,72 @@ fn main() {
                 n.parse().expect("N"),
             );
         }
+        ["echo-check", addr, bytes] => {
+            let total = bytes.parse().expect("bytes");
+            println!("{}", echo_check(connect_retry(addr), total));
+        }
+        ["socks-echo-check", proxy, target, bytes] => {
+            let total = bytes.parse().expect("bytes");
+            println!("{}", echo_check(socks_connect(proxy, target), total));
+        }
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|socks-send|socks-hold|first-byte|tcp-hold|flood …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check …"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// The byte at `offset` of the pattern `send` and `echo-check` write.
+fn pattern_byte(offset: usize) -> u8 {
+    (offset as u64).wrapping_mul(2_654_435_761).to_le_bytes()[1]
+}
+
+/// Writes `total` pattern bytes (then half-closes) while reading the echo, which must be the
+/// same bytes followed by EOF. Returns "BYTES SHA256" of what came back.
+fn echo_check(stream: TcpStream, total: usize) -> String {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut writer = stream.try_clone().expect("clone stream");
+    let sender = std::thread::spawn(move || {
+        let mut block = vec![0u8; 1 << 16];
+        let mut sent = 0usize;
+        while sent < total {
+            let n = block.len().min(total - sent);
+            for (i, b) in block[..n].iter_mut().enumerate() {
+                *b = pattern_byte(sent + i);
+            }
+            writer.write_all(&block[..n]).expect("write");
+            sent += n;
+        }
+        writer.shutdown(std::net::Shutdown::Write).ok();
+    });
+    let mut reader = stream;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0usize;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read after {got} of {total} echoed bytes: {e}"));
+        if n == 0 {
+            break;
+        }
+        assert!(
+            got + n <= total,
+            "echo returned more than the {total} bytes sent"
+        );
+        if let Some(i) = (0..n).find(|&i| buf[i] != pattern_byte(got + i)) {
+            panic!("echoed byte {} differs from what was sent", got + i);
+        }
+        h.update(&buf[..n]);
+        got += n;
+    }
+    sender.join().expect("sender");
+    assert_eq!(got, total, "the echo ended after {got} of {total} bytes");
+    format!("{got} {}", hex(&h.finalize()))
 }
 
 /// A minimal SOCKS5 CONNECT (no auth, domain-name address type).

@@ -53,7 +53,7 @@ fn debian_package(program: &str) -> &str {
     match program {
         "sshd" => "openssh-server",
         "ssh" | "ssh-keygen" | "ssh-agent" | "ssh-add" => "openssh-client",
-        "ip" => "iproute2",
+        "ip" | "tc" => "iproute2",
         other => other,
     }
 }
