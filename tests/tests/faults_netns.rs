@@ -432,7 +432,13 @@ async fn rtt_reaches(client: &Daemon, at_least_ms: f64) -> f64 {
     rtt
 }
 
+/// Not in the default run: this machine's kernel is built without `sch_netem`
+/// (CONFIG_NET_SCH_NETEM is not set, and modules cannot be loaded), so `tc … netem` fails here
+/// whatever the daemon does. Run it where netem exists with
+/// `cargo nextest run -p sshvpn-tests --test faults_netns --run-ignored all`; without netem it
+/// fails naming the module. `a_slow_saturated_wire_keeps_the_link_up` (tbf) covers a slow path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the sch_netem kernel module (CONFIG_NET_SCH_NETEM), absent from this machine's kernel"]
 async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
     let s = site().await;
     load_netem();
