@@ -263,9 +263,11 @@ async fn accept_survives_running_out_of_file_descriptors() {
     let echo = EchoServer::start().await;
 
     let (flood, connected) = Flood::start(port, "127.0.0.2", 300).await;
-    assert_eq!(
-        connected, 300,
-        "the kernel queues what sshvpnd cannot accept"
+    // The kernel queues what sshvpnd cannot accept; under a parallel test run a few SYNs may
+    // still be in retransmission. Far more than the descriptor limit is what matters.
+    assert!(
+        connected as u64 > 2 * NOFILE,
+        "only {connected} of 300 connections reached the server's queue"
     );
     // Out of descriptors with connections still queued: the accept loop must wait, not spin.
     let fds = fd_count(pid);
