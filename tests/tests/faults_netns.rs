@@ -487,6 +487,100 @@ async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
     );
 }
 
+/// Random packet loss in both directions, with nftables (`numgen random`), which this kernel
+/// has where it lacks netem: the table is dropped again when the guard goes.
+struct RandomLoss<'a> {
+    ns: &'a Netns,
+}
+
+impl<'a> RandomLoss<'a> {
+    /// Drops `percent`% of the packets `ns` sends, picked at random per packet.
+    fn add(ns: &'a Netns, percent: u32) -> RandomLoss<'a> {
+        let nft = require("nft");
+        let nft = nft.to_str().unwrap();
+        let rule = format!("numgen random mod 100 < {percent} counter drop");
+        for cmd in [
+            vec![nft, "add", "table", "inet", "svloss"],
+            vec![
+                nft,
+                "add chain inet svloss out { type filter hook output priority 0; }",
+            ],
+            vec![nft, "add", "rule", "inet", "svloss", "out", &rule],
+        ] {
+            let out = ns.exec(&cmd, Duration::from_secs(10));
+            assert!(
+                out.status.success(),
+                "`{}` failed: {}. This test needs nf_tables with numgen (CONFIG_NF_TABLES, CONFIG_NFT_NUMGEN); it does not skip.",
+                cmd.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        RandomLoss { ns }
+    }
+
+    /// Packets dropped so far (the rule's counter).
+    fn dropped(&self) -> u64 {
+        let out = self.ns.exec(
+            &["nft", "list", "chain", "inet", "svloss", "out"],
+            Duration::from_secs(5),
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .skip_while(|w| *w != "packets")
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RandomLoss<'_> {
+    fn drop(&mut self) {
+        let _ = self.ns.exec(
+            &["nft", "delete", "table", "inet", "svloss"],
+            Duration::from_secs(5),
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_packet_loss_keeps_the_link_up_and_the_bytes_intact() {
+    let s = site().await;
+    let (_server, known) = start_server(&s, "server", 2222).await;
+    let client = bulk_client(
+        &s,
+        &known,
+        "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+    )
+    .await;
+    // 3% of the packets each side sends, data and ACKs alike.
+    let cli_loss = RandomLoss::add(&s.net.cli, 3);
+    let srv_loss = RandomLoss::add(&s.net.srv, 3);
+    let bytes = 8 << 20;
+    let (sent, received, took) = transfer_to_sink(&s, bytes, 150).await;
+    assert_eq!(
+        sent,
+        received,
+        "bytes and SHA-256 sent vs received; client log:\n{}",
+        log_summary(&client)
+    );
+    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
+    echo_through_forward(&s.net.cli, 1 << 20).unwrap();
+    let after = client.link("site").await;
+    assert!(is_up(&after), "{after:?}");
+    assert_eq!(times_up(&client), 1, "the link never reconnected");
+    let dropped = (cli_loss.dropped(), srv_loss.dropped());
+    assert!(
+        dropped.0 > 0 && dropped.1 > 0,
+        "no packet was dropped ({dropped:?}): the loss was not in force"
+    );
+    println!(
+        "3% random loss each way ({} and {} packets dropped): {bytes} bytes intact in {took:.1?} ({:.2} MB/s), no reconnect",
+        dropped.0,
+        dropped.1,
+        bytes as f64 / took.as_secs_f64() / 1e6
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_saturated_wire_keeps_the_link_up() {
     // A token bucket on the client's side: 16 Mbit/s with up to 300 ms of queue, so the bulk

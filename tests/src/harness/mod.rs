@@ -54,6 +54,7 @@ fn debian_package(program: &str) -> &str {
         "sshd" => "openssh-server",
         "ssh" | "ssh-keygen" | "ssh-agent" | "ssh-add" => "openssh-client",
         "ip" | "tc" => "iproute2",
+        "nft" => "nftables",
         other => other,
     }
 }
