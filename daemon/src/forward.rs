@@ -156,13 +156,7 @@ pub async fn serve_incoming(
 
 async fn accept_loop(listener: TcpListener, handle: Handle, address: String, port: u32) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                crate::pause_after_accept_error("remote forward", &error).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::accept_tcp(&listener, "remote forward").await;
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let address = address.clone();
@@ -184,13 +178,7 @@ async fn accept_loop(listener: TcpListener, handle: Handle, address: String, por
 /// to `host:port` as seen from the server.
 pub async fn local_forward(listener: TcpListener, handle: Handle, host: String, port: u16) {
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                crate::pause_after_accept_error("local forward", &error).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::accept_tcp(&listener, "local forward").await;
         let _ = tcp.set_nodelay(true);
         let handle = handle.clone();
         let host = host.clone();

@@ -45,3 +45,17 @@ pub async fn pause_after_accept_error(listener: &str, error: &std::io::Error) {
     tracing::warn!(listener, %error, "accept failed; retrying shortly");
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
+
+/// The next TCP connection on `listener`, riding out accept errors (see [`ACCEPT_BACKOFF`]);
+/// `what` names the listener in the log.
+pub async fn accept_tcp(
+    listener: &tokio::net::TcpListener,
+    what: &str,
+) -> (TcpStream, std::net::SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => pause_after_accept_error(what, &error).await,
+        }
+    }
+}

@@ -133,13 +133,7 @@ pub async fn serve(
     }));
     let mut refused = Refusals::default();
     loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                crate::pause_after_accept_error("server", &error).await;
-                continue;
-            }
-        };
+        let (socket, peer) = crate::accept_tcp(&listener, "server").await;
         let Some(permit) = Startups::admit(&startups, peer.ip()) else {
             tracing::debug!(%peer, "too many unauthenticated connections; dropping");
             refused.note(peer);

@@ -301,13 +301,7 @@ pub async fn serve<F, Fut>(
     let auth = auth.map(Arc::new);
     let mut conns = JoinSet::new();
     loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                crate::pause_after_accept_error("SOCKS", &error).await;
-                continue;
-            }
-        };
+        let (tcp, peer) = crate::accept_tcp(&listener, "SOCKS").await;
         while let Some(done) = conns.try_join_next() {
             if let Err(error) = done {
                 tracing::warn!(%error, "SOCKS connection task failed");

@@ -106,13 +106,7 @@ async fn bind_forward(config: &ForwardConfig, link: LinkRef) -> Result<JoinHandl
             tracing::info!(listen = %addr, connect = %target, "local forward listening");
             Ok(tokio::spawn(async move {
                 loop {
-                    let (tcp, peer) = match listener.accept().await {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            crate::pause_after_accept_error("local forward", &error).await;
-                            continue;
-                        }
-                    };
+                    let (tcp, peer) = crate::accept_tcp(&listener, "local forward").await;
                     let _ = tcp.set_nodelay(true);
                     let (link, target) = (link.clone(), target.clone());
                     tokio::spawn(async move {
