@@ -412,6 +412,30 @@ async fn bulk_client(s: &Site, known: &str, keys: &str) -> Daemon {
     client
 }
 
+/// Pushes `bytes` through the forward to the sink (within `secs`) and checks what a user of an
+/// impaired path would: every byte arrived intact, the forward still echoes, and the link
+/// stayed up without reconnecting. Returns how long the transfer took.
+async fn bulk_transfer_survives(s: &Site, client: &Daemon, bytes: usize, secs: u64) -> Duration {
+    let (sent, received, took) = transfer_to_sink(s, bytes, secs).await;
+    assert_eq!(
+        sent,
+        received,
+        "bytes and SHA-256 sent vs received; client log:\n{}",
+        log_summary(client)
+    );
+    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
+    echo_through_forward(&s.net.cli, 1 << 20).unwrap();
+    let after = client.link("site").await;
+    assert!(is_up(&after), "{after:?}");
+    assert_eq!(
+        times_up(client),
+        1,
+        "the link must not reconnect (keepalives queued behind bulk data must not end it); log:\n{}",
+        log_summary(client)
+    );
+    took
+}
+
 /// The link's keepalive round-trip time (status `rtt_ms`) once it is known and at least
 /// `at_least_ms`.
 async fn rtt_reaches(client: &Daemon, at_least_ms: f64) -> f64 {
@@ -469,18 +493,7 @@ async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
     );
     let slow_rtt = rtt_reaches(&client, 35.0).await;
     let bytes = 8 << 20;
-    let (sent, received, took) = transfer_to_sink(&s, bytes, 150).await;
-    assert_eq!(
-        sent,
-        received,
-        "bytes and SHA-256 sent vs received; client log:\n{}",
-        log_summary(&client)
-    );
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
-    echo_through_forward(&s.net.cli, 1 << 20).unwrap();
-    let after = client.link("site").await;
-    assert!(is_up(&after), "{after:?}");
-    assert_eq!(times_up(&client), 1, "the link never reconnected");
+    let took = bulk_transfer_survives(&s, &client, bytes, 150).await;
     println!(
         "netem: RTT {idle_rtt:.2} ms idle → {slow_rtt:.1} ms with delay 40±10 ms + 10 ms, 3% loss; {bytes} bytes intact in {took:.1?} ({:.2} MB/s)",
         bytes as f64 / took.as_secs_f64() / 1e6
@@ -556,18 +569,7 @@ async fn random_packet_loss_keeps_the_link_up_and_the_bytes_intact() {
     let cli_loss = RandomLoss::add(&s.net.cli, 3);
     let srv_loss = RandomLoss::add(&s.net.srv, 3);
     let bytes = 8 << 20;
-    let (sent, received, took) = transfer_to_sink(&s, bytes, 150).await;
-    assert_eq!(
-        sent,
-        received,
-        "bytes and SHA-256 sent vs received; client log:\n{}",
-        log_summary(&client)
-    );
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
-    echo_through_forward(&s.net.cli, 1 << 20).unwrap();
-    let after = client.link("site").await;
-    assert!(is_up(&after), "{after:?}");
-    assert_eq!(times_up(&client), 1, "the link never reconnected");
+    let took = bulk_transfer_survives(&s, &client, bytes, 150).await;
     let dropped = (cli_loss.dropped(), srv_loss.dropped());
     assert!(
         dropped.0 > 0 && dropped.1 > 0,
@@ -595,26 +597,10 @@ async fn a_slow_saturated_wire_keeps_the_link_up() {
         "the sch_tbf kernel module (CONFIG_NET_SCH_TBF)",
     );
     let bytes = 16 << 20;
-    let (sent, received, took) = transfer_to_sink(&s, bytes, 120).await;
-    assert_eq!(
-        sent,
-        received,
-        "bytes and SHA-256 sent vs received; client log:\n{}",
-        log_summary(&client)
-    );
-    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
+    let took = bulk_transfer_survives(&s, &client, bytes, 120).await;
     assert!(
         took >= Duration::from_secs(6),
         "the rate limit was in force ({took:?} for {bytes} bytes)"
-    );
-    echo_through_forward(&s.net.cli, 1 << 20).unwrap();
-    let after = client.link("site").await;
-    assert!(is_up(&after), "{after:?}");
-    assert_eq!(
-        times_up(&client),
-        1,
-        "keepalives queued behind bulk data must not end the link; log:\n{}",
-        log_summary(&client)
     );
     println!(
         "tbf 16 Mbit/s: {bytes} bytes intact in {took:.1?} ({:.2} MB/s), link up throughout",
