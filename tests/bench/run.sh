@@ -3,11 +3,14 @@
 # joined by a veth pair (client "C", server "S"). Prints one markdown table of medians and the
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
 #   ROUNDS=3 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
+# PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv first mem many.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
+PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv first mem many} "
+want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
 cargo build --release -q -p sshvpnd -p sshvpnctl -p sshvpn-tests --bins
@@ -100,38 +103,54 @@ sshd_tun() { for _ in $(seq 100); do t=$(ip -n $S -o link show | grep -o 'tun[0-
 for cipher in $CIPHERS; do
   short=${cipher%%@*}
   for round in $(seq "$ROUNDS"); do
-    # -L forward
-    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6001:10.210.0.2:5201 root@10.210.0.2 & P=$!; wait_port 6001
-    R[fwd_ossh_$short]+="$(iperf 127.0.0.1 6001) "; stop $P
-    client_cfg fwd "$cipher" 22 $'[[link.forward]]\nlisten = "127.0.0.1:6002"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6003"'
-    start_vpnd fwd; R[fwd_vpnd_$short]+="$(iperf 127.0.0.1 6002) "
-    R[socks_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6003 10.210.0.2:5400 "$SECS") "; stop $VPND
-    # -D SOCKS
-    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -D 127.0.0.1:6004 root@10.210.0.2 & P=$!; wait_port 6004
-    R[socks_ossh_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6004 10.210.0.2:5400 "$SECS") "; stop $P
-    # TUN to sshd: ssh -w, then an sshvpnd link
-    ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
-    for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
-    ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
-    R[tunsshd_ossh_$short]+="$(iperf 10.79.0.1) "
-    R[lat_ossh_$short]+="$(rtt 10.79.0.1) "; stop $P
-    client_cfg tun "$cipher" 22 $'[link.tun]\nlocal = "10.79.0.2/30"\nmtu = 1500'
-    start_vpnd tun; sshd_tun
-    R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "
-    R[lat_vpnd_$short]+="$(rtt 10.79.0.1) "; stop $VPND
+    if want fwd; then
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6001:10.210.0.2:5201 root@10.210.0.2 & P=$!; wait_port 6001
+      R[fwd_ossh_$short]+="$(iperf 127.0.0.1 6001) "; stop $P
+    fi
+    if want fwd || want socks; then
+      client_cfg fwd "$cipher" 22 $'[[link.forward]]\nlisten = "127.0.0.1:6002"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6003"'
+      start_vpnd fwd
+      want fwd && R[fwd_vpnd_$short]+="$(iperf 127.0.0.1 6002) "
+      want socks && R[socks_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6003 10.210.0.2:5400 "$SECS") "
+      stop $VPND
+    fi
+    if want socks; then
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -D 127.0.0.1:6004 root@10.210.0.2 & P=$!; wait_port 6004
+      R[socks_ossh_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6004 10.210.0.2:5400 "$SECS") "; stop $P
+    fi
+    # TUN to sshd: ssh -w, then an sshvpnd link. ssh -w is also the reference for the
+    # sshvpnd↔sshvpnd TUN row.
+    if want tunsshd || want tunv; then
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
+      for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
+      ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
+      R[tunsshd_ossh_$short]+="$(iperf 10.79.0.1) "
+      R[lat_ossh_$short]+="$(rtt 10.79.0.1) "; stop $P
+    fi
+    if want tunsshd; then
+      client_cfg tun "$cipher" 22 $'[link.tun]\nlocal = "10.79.0.2/30"\nmtu = 1500'
+      start_vpnd tun; sshd_tun
+      R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "
+      R[lat_vpnd_$short]+="$(rtt 10.79.0.1) "; stop $VPND
+    fi
     # -L and SOCKS between two sshvpnd (the server end is sshvpnd)
-    client_cfg fwdv "$cipher" 2222 $'[[link.forward]]\nlisten = "127.0.0.1:6005"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6006"'
-    start_vpnd fwdv; R[fwdv_vpnd_$short]+="$(iperf 127.0.0.1 6005) "
-    R[socksv_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6006 10.210.0.2:5400 "$SECS") "; stop $VPND
+    if want fwdv; then
+      client_cfg fwdv "$cipher" 2222 $'[[link.forward]]\nlisten = "127.0.0.1:6005"\nconnect = "10.210.0.2:5201"\n[[link.socks]]\nlisten = "127.0.0.1:6006"'
+      start_vpnd fwdv; R[fwdv_vpnd_$short]+="$(iperf 127.0.0.1 6005) "
+      R[socksv_vpnd_$short]+="$(inC "$bin/netprobe" socks-send 127.0.0.1:6006 10.210.0.2:5400 "$SECS") "; stop $VPND
+    fi
     # TUN between two sshvpnd (the server end is sshvpnd with tun_pool)
-    client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
-    start_vpnd tunv
-    R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "
-    R[latv_vpnd_$short]+="$(rtt 10.78.0.1) "; stop $VPND
+    if want tunv; then
+      client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
+      start_vpnd tunv
+      R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "
+      R[latv_vpnd_$short]+="$(rtt 10.78.0.1) "; stop $VPND
+    fi
   done
 done
 R[lat_veth]="$(rtt 10.210.0.2)"
 
+if want first; then
 # Start to first byte through a forward (echo service on the server side).
 for round in $(seq "$ROUNDS"); do
   t0=$(date +%s.%N)
@@ -143,7 +162,9 @@ for round in $(seq "$ROUNDS"); do
   ip netns exec $C "$bin/sshvpnd" -c "$work/fb.toml" 2>"$work/fb.log" & VPND=$!
   R[first_vpnd]+="$(inC "$bin/netprobe" first-byte 127.0.0.1:6012 20) "; stop $VPND
 done
+fi
 
+if want mem; then
 # Memory: one idle link, then 1,000 concurrent SOCKS connections, then after they close.
 client_cfg mem aes256-gcm@openssh.com 22 $'[[link.socks]]\nlisten = "127.0.0.1:6021"'
 start_vpnd mem; sleep 0.5
@@ -162,7 +183,9 @@ exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6022 10.210.0.2:5400 1000 > "
 for _ in $(seq 400); do grep -q held "$work/hold2.out" 2>/dev/null && break; sleep 0.05; done
 R[rss_1000_ossh]=$(ossh_rss)
 exec 5>&-; sleep 2; R[rss_after_ossh]=$(ossh_rss); stop $P
+fi
 
+if want many; then
 # Server side: one sshvpnd client with $CLIENTS links, each holding two channels through a
 # -L forward, against the sshvpnd server and against sshd. Both servers see the same client and
 # the same key exchange (curve25519-sha256), so the figures compare the servers alone.
@@ -200,6 +223,7 @@ many() { # name port → RSS KiB and CPU s of the server processes while the cha
 }
 many vpnd 2222 server_pid
 many ossh 22 sshd_pids
+fi
 
 row() { # label vpnd-values ossh-values unit higher-is-better
   local v o; v=$(echo $2 | tr ' ' '\n' | { grep -v '^$' || true; } | median); o=$(echo $3 | tr ' ' '\n' | { grep -v '^$' || true; } | median)
