@@ -14,7 +14,7 @@ want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
 cargo build --release -q -p sshvpnd -p sshvpnctl -p sshvpn-tests --bins
-bin=$PWD/target/release
+bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/sshvpn-bench.XXXXXX)
 C=svbc$$; S=svbs$$
 cleanup() {
