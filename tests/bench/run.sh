@@ -9,6 +9,7 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
+CLIENTS=${CLIENTS:-500}
 PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv first mem many} "
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
@@ -189,7 +190,6 @@ if want many; then
 # Server side: one sshvpnd client with $CLIENTS links, each holding two channels through a
 # -L forward, against the sshvpnd server and against sshd. Both servers see the same client and
 # the same key exchange (curve25519-sha256), so the figures compare the servers alone.
-CLIENTS=${CLIENTS:-500}
 many_cfg() { # name port
   { printf '[daemon]\ncontrol_socket = "%s"\nstate_dir = "%s"\n' "$work/$1.sock" "$work/$1-state"
     for i in $(seq 0 $((CLIENTS - 1))); do
@@ -226,6 +226,7 @@ many ossh 22 sshd_pids
 fi
 
 row() { # label vpnd-values ossh-values unit higher-is-better
+  [ -z "${2// }${3// }" ] && return 0 # a part PARTS left out
   local v o; v=$(echo $2 | tr ' ' '\n' | { grep -v '^$' || true; } | median); o=$(echo $3 | tr ' ' '\n' | { grep -v '^$' || true; } | median)
   printf "| %s | %s %s | %s %s | %s |\n" "$1" "$v" "$4" "$o" "$4" "$(awk -v a="$v" -v b="$o" 'BEGIN { if (b+0 == 0) print "-"; else printf "%.2f", a/b }')"
 }
