@@ -96,11 +96,12 @@ pub fn status(links: &[LinkInfo]) -> String {
         }
         if let Some(t) = &l.tun {
             out.push_str(&format!(
-                "  tun    {} {}  routes [{}]  channel {}  out {} pkts / {}  in {} pkts / {}  dropped: link down {}, invalid {}, device {}\n",
+                "  tun    {} {}  routes [{}]  channel {}{}  out {} pkts / {}  in {} pkts / {}  dropped: link down {}, invalid {}, device {}\n",
                 t.device.as_deref().unwrap_or("-"),
                 t.addresses.join(" "),
                 t.routes.join(", "),
                 if t.channel_open { "open" } else { "closed" },
+                if t.offload { " (super-packets)" } else { "" },
                 t.packets_out,
                 bytes(t.bytes_out),
                 t.packets_in,

@@ -234,6 +234,7 @@ async fn status(daemon: &Daemon) -> Vec<LinkInfo> {
                 ..TunInfo::default()
             };
             if let Some(lt) = link.tun.lock().ok().and_then(|t| t.clone()) {
+                ti.offload = lt.bridge.peer_offload();
                 let c = &lt.bridge.counters;
                 ti.packets_out = TunCounters::get(&c.packets_out);
                 ti.bytes_out = TunCounters::get(&c.bytes_out);

@@ -85,6 +85,10 @@ pub struct TunInfo {
     pub addresses: Vec<String>,
     pub routes: Vec<String>,
     pub channel_open: bool,
+    /// The peer takes super-packets as they are (it is sshvpnd): one channel message per up
+    /// to 64 KiB instead of per packet.
+    #[serde(default)]
+    pub offload: bool,
     /// Device → tunnel.
     pub packets_out: u64,
     pub bytes_out: u64,

@@ -190,6 +190,7 @@ async fn sshvpnd_link_to_openssh_sshd_carries_ip_and_survives_an_outage() {
     udp_check(&t.cli, &t.lan, "[fd00:201::2]:5004");
     let tun = d.link("vpn").await.tun.unwrap();
     assert!(tun.packets_out > 1000 && tun.packets_in > 1000, "{tun:?}");
+    assert!(!tun.offload, "OpenSSH gets one packet per message: {tun:?}");
 
     // Take the client–server wire down for longer than keepalive × keepalive_max.
     t.cli.ip(&["link", "set", &t.cli_if, "down"]);
@@ -308,16 +309,16 @@ async fn openssh_ssh_w_against_sshvpnd_server_with_anti_spoofing() {
     );
     tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5011", 16 << 20);
 
-    // A packet whose source is not the client's lease is dropped by the server.
-    t.cli.ip(&[
-        "addr",
-        "add",
-        "10.77.0.99",
-        "peer",
-        "10.77.0.1",
-        "dev",
-        &ours,
-    ]);
+    spoofed_source_is_dropped(&t, &ours);
+    drop(_ssh);
+    server_counted_spoofed(&server).await;
+}
+
+/// Pings the LAN from 10.77.0.99, an address on the client's device `dev` that is not the
+/// client's lease: nothing may come back. The client's own address still works.
+fn spoofed_source_is_dropped(t: &Topology, dev: &str) {
+    t.cli
+        .ip(&["addr", "add", "10.77.0.99", "peer", "10.77.0.1", "dev", dev]);
     let spoofed = t.cli.exec(
         &[
             "ping",
@@ -341,7 +342,10 @@ async fn openssh_ssh_w_against_sshvpnd_server_with_anti_spoofing() {
         t.cli.ping("10.201.0.2", 2),
         "the client's own address still works"
     );
-    drop(_ssh);
+}
+
+/// Waits for the server to log the tunnel closing, with at least 3 spoofed packets dropped.
+async fn server_counted_spoofed(server: &Daemon) {
     let deadline = std::time::Instant::now() + UP;
     loop {
         let log = server.log();
@@ -375,7 +379,7 @@ async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
     let key = dir.keygen("client").await;
     let no_tun = dir.keygen("no-tun").await;
     // `tunnel="5"` forces unit 5: a request for another unit is refused.
-    let (_server, known_line) = sshvpnd_server(
+    let (server, known_line) = sshvpnd_server(
         &t,
         &dir,
         &format!("{}\ntunnel=\"5\" {}\n", key.public_line, no_tun.public_line),
@@ -401,8 +405,25 @@ async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
         "ping the sshvpnd server through the tunnel"
     );
     assert!(t.cli.ping("10.201.0.2", 3), "ping the server's LAN");
+    // Between two sshvpnd the super-packets cross as they are, both ways, and the server's
+    // kernel cuts them for its LAN.
     tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5021", 32 << 20);
+    tcp_transfer(&t.lan, &t.cli, "10.77.0.2:5022", 32 << 20);
+    udp_check(&t.cli, &t.lan, "10.201.0.2:5023");
+    let tun = client.link("site").await.tun.unwrap();
+    assert!(
+        tun.offload,
+        "the sshvpnd server takes super-packets: {tun:?}"
+    );
+    assert!(
+        tun.packets_out > 20_000 && tun.packets_in > 20_000,
+        "64 MiB counted as packets: {tun:?}"
+    );
+    assert_eq!((tun.dropped_invalid, tun.dropped_device), (0, 0), "{tun:?}");
+    // Spoofed sources arrive as offload frames now, and are dropped all the same.
+    spoofed_source_is_dropped(&t, tun.device.as_deref().unwrap());
     assert_eq!(client.terminate().await, Some(0));
+    server_counted_spoofed(&server).await;
 
     let dir2 = TestDir::new();
     let other = Daemon::start_in(

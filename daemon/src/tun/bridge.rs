@@ -6,14 +6,22 @@
 //! are framed (SSH string of address family + packet) and written to the channel together, so a
 //! burst costs one channel write, not one per packet. Channel → device: the packets of one
 //! channel read are coalesced back (GRO) and written with as few writes as the flows allow.
-//! On the wire each IP packet is still one tun@openssh.com message, as OpenSSH expects.
+//! On the wire each IP packet is one tun@openssh.com message, as OpenSSH expects.
+//!
+//! Between two sshvpnd the super-packets themselves cross: each side announces that it takes
+//! offload frames (`TUN_OFFLOAD_REQUEST`) when a channel starts, and once the peer has, the
+//! device's reads go out as they are, header and all, and the peer writes them to its device
+//! as they are. No splitting, no per-packet checksums, no coalescing, and one SSH message (one
+//! seal, one open) per 64 KiB instead of per MTU.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
-use sshvpn_proto::connection::tun::{TunDecoder, encode_ip};
+use sshvpn_proto::connection::tun::{
+    AF_OFFLOAD, TUN_OFFLOAD_REQUEST, TunDecoder, check_offload, encode_ip, encode_offload,
+};
 use tokio::sync::{Mutex, watch};
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
@@ -22,6 +30,8 @@ use crate::driver::{ChannelReader, ChannelStream, ChannelWriter, Inbound};
 
 /// Largest coalesced write to the channel.
 const BATCH: usize = 60 * 1024;
+/// Largest run of offload frames read in one go (each may be a 64 KiB super-packet).
+const OFFLOAD_BATCH: usize = 256 * 1024;
 /// A super-packet from the device: the virtio header and up to 64 KiB of IP packet.
 const SUPER_PACKET: usize = VIRTIO_NET_HDR_LEN + 65535;
 /// Packets one super-packet may split into, and packets coalesced per device write.
@@ -71,6 +81,8 @@ struct ChannelSlot {
     reader: Mutex<Option<ChannelReader>>,
     /// Fired when the peer stops sending on this channel.
     done: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    /// The peer said it takes offload frames (`TUN_OFFLOAD_REQUEST`).
+    peer_offload: AtomicBool,
 }
 
 /// Which source addresses the peer may use; empty: any (the client side trusts its server).
@@ -80,6 +92,8 @@ pub struct SourceFilter {
 }
 
 impl SourceFilter {
+    /// Whether `packet` (an IP packet; for an offload frame, the packet after its header,
+    /// whose source every segment the kernel cuts from it shares) may enter the device.
     fn permits(&self, packet: &[u8]) -> bool {
         if self.allowed.is_empty() {
             return true;
@@ -136,9 +150,18 @@ impl TunBridge {
             writer: Mutex::new(Some(writer)),
             reader: Mutex::new(Some(reader)),
             done: std::sync::Mutex::new(Some(done_tx)),
+            peer_offload: AtomicBool::new(false),
         };
         let _ = self.channel.send(Some(Arc::new(slot)));
         done_rx
+    }
+
+    /// Whether the current channel's peer takes offload frames.
+    pub fn peer_offload(&self) -> bool {
+        self.channel
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.peer_offload.load(Ordering::Relaxed))
     }
 
     /// The link is down: drop packets until the next `attach`.
@@ -170,43 +193,44 @@ async fn device_to_channel(
     let mut sizes = vec![0usize; SEGMENTS];
     let mut batch = Vec::with_capacity(BATCH + 2048);
     loop {
-        let count = match device
-            .device
-            .recv_multiple(&mut raw, &mut segments, &mut sizes, 0)
+        // Whether this read's super-packets may cross as they are: decided before reading,
+        // from the channel in use now.
+        let offload = slot
+            .borrow()
+            .as_ref()
+            .is_some_and(|s| s.peer_offload.load(Ordering::Relaxed));
+        let read = if offload {
+            read_offload_frames(&device, &mut raw, &mut batch, &counters).await
+        } else {
+            read_split_packets(
+                &device,
+                &mut raw,
+                &mut segments,
+                &mut sizes,
+                &mut batch,
+                &counters,
+            )
             .await
-        {
-            Ok(count) => count,
-            // The device is gone (or the descriptor broke): nothing more will come.
-            Err(e) if e.raw_os_error().is_some() => return,
-            // A super-packet that could not be split: drop it, keep reading.
-            Err(e) => {
-                tracing::debug!(error = %e, "dropping a packet from the TUN device");
-                TunCounters::add(&counters.dropped_invalid, 1);
-                continue;
-            }
         };
-        let mut pending = 0u64;
-        for (buf, &size) in segments.iter().zip(&sizes).take(count) {
-            if encode_ip(buf.get(..size).unwrap_or_default(), &mut batch) {
-                pending += 1;
-            } else {
-                TunCounters::add(&counters.dropped_invalid, 1);
-            }
+        let Some(pending) = read else {
+            // The device is gone (or the descriptor broke): nothing more will come.
+            return;
+        };
+        if pending == 0 {
+            continue;
         }
         let current = slot.borrow().clone();
         let sent = match current {
-            Some(slot) => {
+            // Offload frames read for a channel that has since gone, to a peer that may not
+            // take them: dropped, as anything read while the link changes.
+            Some(slot) if !offload || slot.peer_offload.load(Ordering::Relaxed) => {
                 let mut guard = slot.writer.lock().await;
                 match guard.as_mut() {
                     Some(w) => {
                         let bytes = batch.len() as u64;
-                        if w.send(std::mem::replace(
-                            &mut batch,
-                            Vec::with_capacity(BATCH + 2048),
-                        ))
-                        .await
-                        .is_ok()
-                        {
+                        let capacity = if offload { OFFLOAD_BATCH } else { BATCH } + 2048;
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
+                        if w.send(full).await.is_ok() {
                             TunCounters::add(&counters.bytes_out, bytes);
                             true
                         } else {
@@ -217,7 +241,7 @@ async fn device_to_channel(
                     None => false,
                 }
             }
-            None => false,
+            _ => false,
         };
         if sent {
             TunCounters::add(&counters.packets_out, pending);
@@ -226,6 +250,71 @@ async fn device_to_channel(
         }
         batch.clear();
     }
+}
+
+/// One device read split into MTU-sized packets, framed for any peer. Returns the packets
+/// framed into `batch`, or `None` once the device is gone.
+async fn read_split_packets(
+    device: &TunDevice,
+    raw: &mut [u8],
+    segments: &mut [Vec<u8>],
+    sizes: &mut [usize],
+    batch: &mut Vec<u8>,
+    counters: &TunCounters,
+) -> Option<u64> {
+    let count = match device.device.recv_multiple(raw, segments, sizes, 0).await {
+        Ok(count) => count,
+        Err(e) if e.raw_os_error().is_some() => return None,
+        // A super-packet that could not be split: drop it, keep reading.
+        Err(e) => {
+            tracing::debug!(error = %e, "dropping a packet from the TUN device");
+            TunCounters::add(&counters.dropped_invalid, 1);
+            return Some(0);
+        }
+    };
+    let mut pending = 0u64;
+    for (buf, &size) in segments.iter().zip(sizes.iter()).take(count) {
+        if encode_ip(buf.get(..size).unwrap_or_default(), batch) {
+            pending += 1;
+        } else {
+            TunCounters::add(&counters.dropped_invalid, 1);
+        }
+    }
+    Some(pending)
+}
+
+/// Device reads taken as they are (header and super-packet) into offload frames: one read,
+/// waiting, then whatever more is ready at once, up to `OFFLOAD_BATCH` (a burst of small
+/// packets such as ACKs goes out in one channel write). Returns the packets the frames will
+/// make on the peer's side, or `None` once the device is gone.
+async fn read_offload_frames(
+    device: &TunDevice,
+    raw: &mut [u8],
+    batch: &mut Vec<u8>,
+    counters: &TunCounters,
+) -> Option<u64> {
+    let mut pending = 0u64;
+    let mut first = true;
+    while batch.len() + raw.len() <= OFFLOAD_BATCH {
+        let read = if first {
+            first = false;
+            device.device.recv(raw).await
+        } else {
+            device.device.try_recv(raw)
+        };
+        let n = match read {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(_) if pending > 0 || !batch.is_empty() => break,
+            Err(_) => return None,
+        };
+        let frame = raw.get(..n).unwrap_or_default();
+        match check_offload(frame) {
+            Ok(o) if encode_offload(frame, batch) => pending += o.segments,
+            _ => TunCounters::add(&counters.dropped_invalid, 1),
+        }
+    }
+    Some(pending)
 }
 
 async fn channel_to_device(
@@ -248,6 +337,10 @@ async fn channel_to_device(
             }
             continue;
         };
+        // Our device works in super-packets: say we take them as they are.
+        if let Some(w) = current.writer.lock().await.as_mut() {
+            w.request(TUN_OFFLOAD_REQUEST, Vec::new()).await;
+        }
         let mut decoder = TunDecoder::default();
         let mut gro = GROTable::default();
         let mut out: Vec<Vec<u8>> = Vec::with_capacity(SEGMENTS);
@@ -263,6 +356,10 @@ async fn channel_to_device(
             };
             let data = match item {
                 Inbound::Data(data) => data,
+                Inbound::Request { request, .. } if request == TUN_OFFLOAD_REQUEST => {
+                    current.peer_offload.store(true, Ordering::Relaxed);
+                    continue;
+                }
                 Inbound::Request { .. } => continue,
                 Inbound::Eof | Inbound::Closed => break,
             };
@@ -270,6 +367,20 @@ async fn channel_to_device(
             let mut bad_framing = false;
             loop {
                 match decoder.next_packet() {
+                    Ok(Some(p)) if p.af == AF_OFFLOAD => match check_offload(p.data) {
+                        Ok(o) if !filter.permits(o.ip) => {
+                            TunCounters::add(&counters.dropped_spoofed, o.segments);
+                        }
+                        Ok(o) => {
+                            // Packets coalesced so far go first: order within a flow holds.
+                            write_packets(&device, &mut gro, &mut out, &counters).await;
+                            write_offload(&device, p.data, o.ip.len(), o.segments, &counters).await;
+                        }
+                        Err(why) => {
+                            tracing::debug!(why, "dropping an offload frame from the peer");
+                            TunCounters::add(&counters.dropped_invalid, 1);
+                        }
+                    },
                     Ok(Some(p)) if !filter.permits(p.data) => {
                         TunCounters::add(&counters.dropped_spoofed, 1);
                     }
@@ -307,6 +418,26 @@ async fn channel_to_device(
             && slot.changed().await.is_err()
         {
             return;
+        }
+    }
+}
+
+/// Writes one checked offload frame (virtio-net header and super-packet) to the device as it is.
+async fn write_offload(
+    device: &TunDevice,
+    frame: &[u8],
+    ip_len: usize,
+    segments: u64,
+    counters: &TunCounters,
+) {
+    match device.device.send(frame).await {
+        Ok(_) => {
+            TunCounters::add(&counters.packets_in, segments);
+            TunCounters::add(&counters.bytes_in, ip_len as u64);
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "TUN device refused a super-packet");
+            TunCounters::add(&counters.dropped_device, segments);
         }
     }
 }

@@ -148,9 +148,12 @@ pub async fn serve_channel(
 }
 
 fn create_peer_device(local: Ipv4Addr, peer: Ipv4Addr) -> Result<TunDevice, String> {
+    // Offload, as on the client side (see `TunDevice::create`): the bridge reads super-packets
+    // and writes coalesced ones, so the server's TCP stack does not work per MTU-sized packet.
     let device = DeviceBuilder::new()
         .mtu(SERVER_MTU)
         .packet_information(false)
+        .offload(true)
         .ipv4(local, 32u8, Some(peer))
         .build_async()
         .map_err(|e| format!("cannot create TUN device: {e}"))?;
