@@ -108,12 +108,13 @@ pub struct Offload<'a> {
 /// packet, a non-zero segment size. The kernel checks again; this keeps a peer's nonsense from
 /// reaching it at all, and names what was wrong.
 pub fn check_offload(frame: &[u8]) -> Result<Offload<'_>, &'static str> {
-    let (Some(hdr), Some(ip)) = (frame.get(..VNET_HDR_LEN), frame.get(VNET_HDR_LEN..)) else {
+    let Some((hdr, ip)) = frame.split_first_chunk::<VNET_HDR_LEN>() else {
         return Err("shorter than its virtio-net header");
     };
-    let le16 = |at: usize| u16::from_le_bytes([hdr[at], hdr[at + 1]]) as usize;
-    let (flags, gso_type) = (hdr[0], hdr[1]);
-    let (hdr_len, gso_size, csum_start, csum_offset) = (le16(2), le16(4), le16(6), le16(8));
+    let [flags, gso_type, h0, h1, g0, g1, s0, s1, o0, o1] = *hdr;
+    let le16 = |lo: u8, hi: u8| usize::from(u16::from_le_bytes([lo, hi]));
+    let (hdr_len, gso_size) = (le16(h0, h1), le16(g0, g1));
+    let (csum_start, csum_offset) = (le16(s0, s1), le16(o0, o1));
     let version = ip.first().map(|b| b >> 4);
     if !matches!(version, Some(4 | 6)) {
         return Err("not an IPv4 or IPv6 packet");
