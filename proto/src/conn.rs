@@ -259,6 +259,29 @@ impl Connection {
             return Err(e.clone());
         }
         self.transport.receive(data);
+        self.on_received(now)
+    }
+
+    /// Room to read socket bytes into, so that they land where they will be decrypted (no
+    /// copy): read into it, then call [`Connection::handle_received`] with the count. Empty
+    /// while enough input waits unprocessed (a host key verdict is pending): do not read then.
+    pub fn input_space(&mut self) -> &mut [u8] {
+        if self.closed.is_some() {
+            return &mut [];
+        }
+        self.transport.input_space()
+    }
+
+    /// `n` bytes were read into [`Connection::input_space`]; otherwise as `handle_input`.
+    pub fn handle_received(&mut self, n: usize, now: Instant) -> Result<(), Error> {
+        if let Some(e) = &self.closed {
+            return Err(e.clone());
+        }
+        self.transport.received(n);
+        self.on_received(now)
+    }
+
+    fn on_received(&mut self, now: Instant) -> Result<(), Error> {
         if let Some(k) = &mut self.keepalive {
             k.outstanding = 0;
             k.next = now + k.interval;
@@ -481,7 +504,8 @@ impl Connection {
         Ok(sent)
     }
 
-    /// Received data not yet consumed.
+    /// The oldest received data not yet consumed; more may follow once it is consumed.
+    /// Empty when nothing is buffered.
     pub fn channel_data(&self, id: ChannelId) -> &[u8] {
         self.channels.buffered(id)
     }
@@ -489,6 +513,19 @@ impl Connection {
     /// Marks `n` bytes of `channel_data` as consumed, reopening the peer's window.
     pub fn channel_consume(&mut self, id: ChannelId, n: usize) {
         self.channels.consume(id, n, &mut self.transport.tx);
+    }
+
+    /// Takes the oldest chunk of received data by value (what `channel_data` shows, at most
+    /// [`CHUNK`](crate::connection::CHUNK) bytes unless one message was larger), consuming
+    /// it: the way to hand data to another task without copying it. Give the chunk back with
+    /// [`Connection::recycle`] when done, and the next one reuses its memory.
+    pub fn channel_take(&mut self, id: ChannelId) -> Option<Vec<u8>> {
+        self.channels.take(id, &mut self.transport.tx)
+    }
+
+    /// Returns a chunk from `channel_take` (or any buffer of about that size) for reuse.
+    pub fn recycle(&mut self, chunk: Vec<u8>) {
+        self.channels.recycle(chunk);
     }
 
     /// Sends a channel request that wants no reply, e.g. sshvpn's "tun-address@sshvpn".

@@ -17,7 +17,7 @@ use sshvpn_proto::{
     ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, HostKey,
     OpenFailure, PublicKey, RequestId,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
@@ -29,8 +29,6 @@ pub use stream::{
 const CHANNEL_CREDIT: usize = 1 << 20;
 /// Chunks queued towards a channel's reader before the driver stops draining the SSH window.
 const INBOUND_CHUNKS: usize = 16;
-/// Largest socket read.
-const READ_BUF: usize = 256 * 1024;
 /// Stop reading the socket while this much output is waiting to be written.
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
 /// Channel opens and global requests from the peer waiting for the application. One socket
@@ -324,6 +322,7 @@ pub fn spawn(
         incoming: incoming_tx,
         state: state_tx,
         room,
+        returned: stream::Returned::default(),
         bridges: HashMap::new(),
         pending_opens: HashMap::new(),
         pending_globals: HashMap::new(),
@@ -342,6 +341,8 @@ struct Driver {
     incoming: mpsc::Sender<Incoming>,
     state: watch::Sender<State>,
     room: Arc<Notify>,
+    /// Buffers the channel readers have written out, for the connection to reuse.
+    returned: stream::Returned,
     bridges: HashMap<ChannelId, Bridge>,
     pending_opens: HashMap<ChannelId, oneshot::Sender<Result<ChannelStream, OpenError>>>,
     pending_globals: HashMap<RequestId, oneshot::Sender<Result<Option<u32>, ()>>>,
@@ -353,8 +354,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self, socket: TcpStream) -> Result<(), Error> {
         let _ = socket.set_nodelay(true);
-        let (mut rd, mut wr) = socket.into_split();
-        let mut buf = vec![0u8; READ_BUF];
+        let (rd, mut wr) = socket.into_split();
         let result = loop {
             if let Err(e) = self.pump() {
                 break Err(e);
@@ -374,16 +374,23 @@ impl Driver {
                     None => std::future::pending().await,
                 }
             };
+            // The socket is read straight into the connection's receive buffer, where the
+            // packets are decrypted in place.
+            let can_read = pending < MAX_PENDING_OUTPUT && !self.conn.input_space().is_empty();
             tokio::select! {
-                n = rd.read(&mut buf), if pending < MAX_PENDING_OUTPUT => {
-                    match n {
-                        Ok(0) | Err(_) => break Err(self.conn.handle_eof()),
+                r = rd.readable(), if can_read => {
+                    if r.is_err() {
+                        break Err(self.conn.handle_eof());
+                    }
+                    match rd.try_read(self.conn.input_space()) {
+                        Ok(0) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
-                            let input = buf.get(..n).unwrap_or_default();
-                            if self.conn.handle_input(input, Instant::now()).is_err() {
+                            if self.conn.handle_received(n, Instant::now()).is_err() {
                                 continue;
                             }
                         }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => break Err(self.conn.handle_eof()),
                     }
                 }
                 w = wr.write(self.conn.transmit()), if pending > 0 => {
@@ -515,7 +522,14 @@ impl Driver {
                 peer_closed: false,
             },
         );
-        ChannelStream::new(id, self.handle.cmd.clone(), credit, rx, self.room.clone())
+        ChannelStream::new(
+            id,
+            self.handle.cmd.clone(),
+            credit,
+            rx,
+            self.room.clone(),
+            self.returned.clone(),
+        )
     }
 
     /// Handles events and moves channel bytes both ways until nothing more can move.
@@ -523,6 +537,9 @@ impl Driver {
         let now = Instant::now();
         while let Some(event) = self.conn.poll_event() {
             self.on_event(event, now)?;
+        }
+        for buf in self.returned.take_all() {
+            self.conn.recycle(buf);
         }
         // Once output waits for the socket, the channels pumped first take the room; start
         // with a different one each time so that none starves (a ping in the tunnel behind
@@ -583,15 +600,12 @@ impl Driver {
         // SSH → local, as fast as the reader takes it; what it does not take stays in the
         // window, which is what slows the peer down.
         if let Some(tx) = &b.inbound {
-            loop {
-                let data = self.conn.channel_data(id);
-                if data.is_empty() {
-                    break;
-                }
+            while !self.conn.channel_data(id).is_empty() {
                 let Ok(permit) = tx.try_reserve() else { break };
-                let n = data.len().min(READ_BUF);
-                permit.send(Inbound::Data(data.get(..n).unwrap_or_default().to_vec()));
-                self.conn.channel_consume(id, n);
+                let Some(chunk) = self.conn.channel_take(id) else {
+                    break;
+                };
+                permit.send(Inbound::Data(chunk));
             }
             if self.conn.channel_data(id).is_empty() {
                 if b.peer_eof && tx.try_send(Inbound::Eof).is_ok() {

@@ -4,7 +4,7 @@
 //! driver refills as the SSH window takes data), and the driver only drains the SSH window as
 //! fast as the reader takes chunks, so a slow local peer slows the remote one down.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::ChannelId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -48,6 +48,7 @@ impl ChannelStream {
         credit: Arc<Semaphore>,
         rx: mpsc::Receiver<Inbound>,
         room: Arc<Notify>,
+        returned: Returned,
     ) -> Self {
         OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
@@ -55,6 +56,7 @@ impl ChannelStream {
                 id,
                 rx,
                 room,
+                returned,
                 finished: false,
             },
             writer: ChannelWriter {
@@ -76,7 +78,34 @@ pub struct ChannelReader {
     id: ChannelId,
     rx: mpsc::Receiver<Inbound>,
     room: Arc<Notify>,
+    returned: Returned,
     finished: bool,
+}
+
+/// Data buffers readers are done with, on their way back to the driver for reuse: a busy
+/// channel then moves its data through the same few buffers instead of allocating (and, for
+/// buffers this large, page-faulting) a new one per chunk.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Returned(Arc<Mutex<Vec<Vec<u8>>>>);
+
+/// Buffers waiting in [`Returned`]; more are freed.
+const RETURNED_MAX: usize = 8;
+
+impl Returned {
+    fn put(&self, buf: Vec<u8>) {
+        if let Ok(mut q) = self.0.lock()
+            && q.len() < RETURNED_MAX
+        {
+            q.push(buf);
+        }
+    }
+
+    pub(super) fn take_all(&self) -> Vec<Vec<u8>> {
+        self.0
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
 }
 
 impl ChannelReader {
@@ -92,6 +121,11 @@ impl ChannelReader {
             self.finished = true;
         }
         item
+    }
+
+    /// Gives back the buffer of an `Inbound::Data` once its bytes are written, for reuse.
+    pub fn recycle(&self, buf: Vec<u8>) {
+        self.returned.put(buf);
     }
 }
 
@@ -216,6 +250,7 @@ async fn splice_halves<R, W>(
                     if wr.write_all(&data).await.is_err() {
                         return true;
                     }
+                    reader.recycle(data);
                 }
                 Inbound::Request { .. } => {}
                 Inbound::Eof => {

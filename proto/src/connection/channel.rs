@@ -1,6 +1,8 @@
 //! One channel's state (RFC 4254 §5): its windows in both directions, its receive buffer,
 //! and where it is in its open/EOF/close life.
 
+use std::collections::VecDeque;
+
 use super::ChannelKind;
 use crate::transport::Tx;
 use crate::wire::{MsgType, Writer};
@@ -27,8 +29,12 @@ pub struct Channel {
     pub recv_window: u32,
     /// Consumed by the application, not yet returned to the peer with WINDOW_ADJUST.
     pub unacked: u32,
-    recv_buf: Vec<u8>,
-    recv_start: usize,
+    /// Received data not yet consumed, in chunks the application can take by value
+    /// ([`Channel::take`]): small messages share a chunk, so a chunk is as large as what
+    /// arrived together, up to [`CHUNK`] (or one larger message).
+    recv: VecDeque<Vec<u8>>,
+    /// Bytes of the front chunk already consumed.
+    recv_front: usize,
     pub sent_eof: bool,
     pub recv_eof: bool,
     pub sent_close: bool,
@@ -56,8 +62,8 @@ impl Channel {
             remote_max_packet: 0,
             recv_window,
             unacked: 0,
-            recv_buf: Vec::new(),
-            recv_start: 0,
+            recv: VecDeque::new(),
+            recv_front: 0,
             sent_eof: false,
             recv_eof: false,
             sent_close: false,
@@ -70,37 +76,64 @@ impl Channel {
         }
     }
 
+    /// The oldest received bytes not yet consumed (more may follow once they are).
     pub fn buffered(&self) -> &[u8] {
-        self.recv_buf.get(self.recv_start..).unwrap_or_default()
+        self.recv
+            .front()
+            .and_then(|c| c.get(self.recv_front..))
+            .unwrap_or_default()
     }
 
-    /// Stores received data. The caller has checked it against `recv_window`, so the buffer
-    /// never holds more than the window we advertised.
-    pub fn push(&mut self, data: &[u8]) {
-        if self.recv_start > 0 && self.recv_start == self.recv_buf.len() {
-            self.recv_buf.clear();
-            self.recv_start = 0;
-        } else if self.recv_start > self.recv_buf.len() / 2 {
-            self.recv_buf.drain(..self.recv_start);
-            self.recv_start = 0;
+    /// Stores received data. The caller has checked it against `recv_window`, so the chunks
+    /// never hold more than the window we advertised (plus one partly filled chunk).
+    pub fn push(&mut self, data: &[u8], spare: &mut Spare) {
+        let prefix = if self.datagram { 4 } else { 0 };
+        let need = prefix + data.len();
+        let fits = self
+            .recv
+            .back()
+            .is_some_and(|c| c.capacity() - c.len() >= need);
+        if !fits {
+            self.recv.push_back(spare.take(need));
         }
-        if self.datagram {
-            self.recv_buf
-                .extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
+        if let Some(chunk) = self.recv.back_mut() {
+            if self.datagram {
+                chunk.extend_from_slice(
+                    &u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes(),
+                );
+            }
+            chunk.extend_from_slice(data);
         }
-        self.recv_buf.extend_from_slice(data);
         self.bytes_in += data.len() as u64;
     }
 
     /// Marks `n` buffered bytes as consumed; returns how many were.
-    pub fn consume(&mut self, n: usize) -> usize {
-        let n = n.min(self.buffered().len());
-        self.recv_start += n;
-        if self.recv_start == self.recv_buf.len() {
-            self.recv_buf.clear();
-            self.recv_start = 0;
+    pub fn consume(&mut self, n: usize, spare: &mut Spare) -> usize {
+        let mut done = 0;
+        while done < n {
+            let Some(front) = self.recv.front() else {
+                break;
+            };
+            let left = front.len() - self.recv_front;
+            if n - done < left {
+                self.recv_front += n - done;
+                done = n;
+            } else {
+                done += left;
+                self.recv_front = 0;
+                if let Some(chunk) = self.recv.pop_front() {
+                    spare.put(chunk);
+                }
+            }
         }
-        n
+        done
+    }
+
+    /// Takes the oldest chunk of received data, consuming it.
+    pub fn take(&mut self) -> Option<Vec<u8>> {
+        let mut chunk = self.recv.pop_front()?;
+        chunk.drain(..std::mem::take(&mut self.recv_front).min(chunk.len()));
+        Some(chunk)
     }
 
     /// Sends CHANNEL_CLOSE (RFC 4254 §5.3) unless it went out already.
@@ -117,5 +150,42 @@ impl Channel {
     /// Once neither side will send anything more, and the application has let go.
     pub fn is_finished(&self) -> bool {
         self.sent_close && self.recv_close && self.app_closed
+    }
+}
+
+/// Received data is gathered in chunks of this size: large enough that a reader gets a few big
+/// pieces rather than many small ones, small enough to keep from the allocator's mmap path.
+pub const CHUNK: usize = 128 * 1024;
+/// Messages shorter than this start a chunk of `SMALL_CHUNK` bytes.
+const SMALL_MESSAGE: usize = 1024;
+const SMALL_CHUNK: usize = 16 * 1024;
+/// Emptied chunks kept for reuse, per connection.
+const SPARE_CHUNKS: usize = 8;
+
+/// Emptied receive chunks kept for reuse, so a busy channel allocates nothing per message.
+#[derive(Debug, Default)]
+pub struct Spare(Vec<Vec<u8>>);
+
+impl Spare {
+    /// An empty chunk with room for at least `need` bytes. A small message starts a small
+    /// chunk: a quiet channel should not hold a large one for a few bytes.
+    fn take(&mut self, need: usize) -> Vec<u8> {
+        if need < SMALL_MESSAGE {
+            return Vec::with_capacity(SMALL_CHUNK);
+        }
+        if need <= CHUNK
+            && let Some(chunk) = self.0.pop()
+        {
+            return chunk;
+        }
+        Vec::with_capacity(need.max(CHUNK))
+    }
+
+    /// Keeps `chunk` for reuse if it is a standard chunk and there is room.
+    pub fn put(&mut self, mut chunk: Vec<u8>) {
+        if self.0.len() < SPARE_CHUNKS && (CHUNK..2 * CHUNK).contains(&chunk.capacity()) {
+            chunk.clear();
+            self.0.push(chunk);
+        }
     }
 }

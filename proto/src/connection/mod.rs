@@ -11,8 +11,8 @@ pub mod tun;
 
 use std::collections::{HashMap, VecDeque};
 
-use channel::Channel;
-pub use channel::Phase;
+pub use channel::{CHUNK, Phase};
+use channel::{Channel, Spare};
 pub use global::{GlobalRequest, RequestId};
 pub use open::{ChannelKind, OpenFailure, TUN_UNIT_ANY, TunMode};
 
@@ -81,6 +81,8 @@ pub struct Channels {
     table: HashMap<u32, Channel>,
     next_id: u32,
     global: global::Queues,
+    /// Emptied receive chunks, shared by all channels.
+    spare: Spare,
 }
 
 fn protocol(why: impl Into<String>) -> Error {
@@ -94,6 +96,7 @@ impl Channels {
             table: HashMap::new(),
             next_id: 0,
             global: global::Queues::default(),
+            spare: Spare::default(),
         }
     }
 
@@ -218,24 +221,41 @@ impl Channels {
     /// half the window, or [`MAX_ADJUST_STEP`], has been consumed, so adjusts are few and the
     /// pipe stays full.
     pub fn consume(&mut self, id: ChannelId, n: usize, tx: &mut Tx) {
-        let step = (self.config.window / 2).min(MAX_ADJUST_STEP);
+        let step = self.adjust_step();
         let Some(ch) = self.table.get_mut(&id.0) else {
             return;
         };
-        let n = ch.consume(n) as u32;
-        ch.unacked = ch.unacked.saturating_add(n);
-        if ch.unacked >= step && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
-            let adjust = ch.unacked;
-            ch.unacked = 0;
-            ch.recv_window = ch.recv_window.saturating_add(adjust);
-            let remote = ch.remote_id;
-            tx.send(|b| {
-                Writer::new(b)
-                    .u8(MsgType::CHANNEL_WINDOW_ADJUST.0)
-                    .u32(remote)
-                    .u32(adjust);
-            });
-        }
+        let n = ch.consume(n, &mut self.spare);
+        return_window(ch, n, step, tx);
+    }
+
+    /// Takes the oldest chunk of buffered data by value, as `consume` would.
+    pub fn take(&mut self, id: ChannelId, tx: &mut Tx) -> Option<Vec<u8>> {
+        let step = self.adjust_step();
+        let ch = self.table.get_mut(&id.0)?;
+        let chunk = ch.take()?;
+        let n = if ch.datagram {
+            // What the window counted: the messages without their length prefixes.
+            let mut r = Reader::new(&chunk);
+            let mut n = 0;
+            while let Ok(m) = r.string() {
+                n += m.len();
+            }
+            n
+        } else {
+            chunk.len()
+        };
+        return_window(ch, n, step, tx);
+        Some(chunk)
+    }
+
+    /// Hands back a chunk from [`Channels::take`] once the application is done with it.
+    pub fn recycle(&mut self, chunk: Vec<u8>) {
+        self.spare.put(chunk);
+    }
+
+    fn adjust_step(&self) -> u32 {
+        (self.config.window / 2).min(MAX_ADJUST_STEP)
     }
 
     /// Sends a channel request that wants no reply (RFC 4254 §5.4); `data` is appended as is.
@@ -395,7 +415,7 @@ impl Channels {
                 }
                 let data = r.string()?;
                 let max_packet = self.config.max_packet;
-                let ch = self.expect(id, Phase::Open, msg)?;
+                let ch = expect(&mut self.table, id, Phase::Open, msg)?;
                 if ch.recv_eof || ch.recv_close {
                     return Err(protocol(format!("data on channel {id} after EOF")));
                 }
@@ -418,7 +438,7 @@ impl Channels {
                     return Ok(());
                 }
                 let was_empty = ch.buffered().is_empty();
-                ch.push(data);
+                ch.push(data, &mut self.spare);
                 if was_empty && !data.is_empty() {
                     events.push_back(Event::ChannelReadable { id: ChannelId(id) });
                 }
@@ -488,13 +508,7 @@ impl Channels {
     }
 
     fn expect(&mut self, id: u32, phase: Phase, msg: MsgType) -> Result<&mut Channel, Error> {
-        match self.table.get_mut(&id) {
-            Some(ch) if ch.phase == phase => Ok(ch),
-            Some(_) => Err(protocol(format!(
-                "{msg:?} for channel {id} in the wrong state"
-            ))),
-            None => Err(protocol(format!("{msg:?} for unknown channel {id}"))),
-        }
+        expect(&mut self.table, id, phase, msg)
     }
 
     fn on_open(
@@ -605,6 +619,39 @@ fn send_datagrams(ch: &mut Channel, data: &[u8], chunk_max: usize, tx: &mut Tx) 
         used += 4 + len;
     }
     used
+}
+
+fn expect(
+    table: &mut HashMap<u32, Channel>,
+    id: u32,
+    phase: Phase,
+    msg: MsgType,
+) -> Result<&mut Channel, Error> {
+    match table.get_mut(&id) {
+        Some(ch) if ch.phase == phase => Ok(ch),
+        Some(_) => Err(protocol(format!(
+            "{msg:?} for channel {id} in the wrong state"
+        ))),
+        None => Err(protocol(format!("{msg:?} for unknown channel {id}"))),
+    }
+}
+
+/// Returns `n` consumed bytes to the peer's window once `step` of them have gathered.
+fn return_window(ch: &mut Channel, n: usize, step: u32, tx: &mut Tx) {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    ch.unacked = ch.unacked.saturating_add(n);
+    if ch.unacked >= step && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
+        let adjust = ch.unacked;
+        ch.unacked = 0;
+        ch.recv_window = ch.recv_window.saturating_add(adjust);
+        let remote = ch.remote_id;
+        tx.send(|b| {
+            Writer::new(b)
+                .u8(MsgType::CHANNEL_WINDOW_ADJUST.0)
+                .u32(remote)
+                .u32(adjust);
+        });
+    }
 }
 
 fn send_open_failure(tx: &mut Tx, remote: u32, reason: OpenFailure, description: &str) {

@@ -69,25 +69,76 @@ pub enum Input {
 }
 
 /// The receiving half: raw bytes from the socket and the opening key.
+///
+/// The socket is read straight into `buf` ([`Transport::input_space`]) and packets are
+/// decrypted where they landed, so received bytes are copied only when a partial packet is
+/// moved to the front to make room.
 #[derive(Debug, Default)]
 pub struct Rx {
+    /// Initialized (zeroed once, when it grows); `start..end` is received and unprocessed.
     buf: Vec<u8>,
     start: usize,
+    end: usize,
+    /// How much room the next read is offered: doubles while reads fill what they are offered.
+    read_hint: usize,
     opener: Opener,
     pub bytes: u64,
     pub packets: u64,
     bytes_since_kex: u64,
 }
 
+/// The first reads are offered this much room: a handshake needs no more.
+const MIN_READ: usize = 16 * 1024;
+/// Reads are offered at most this much room. Together with one partial packet of at most
+/// `MAX_PACKET_LEN` this bounds the receive buffer.
+const MAX_READ: usize = 512 * 1024;
+
 impl Rx {
     pub fn payload(&self, range: Range<usize>) -> &[u8] {
         self.buf.get(range).unwrap_or_default()
     }
 
-    fn compact(&mut self) {
-        if self.start > 0 && (self.start == self.buf.len() || self.start > 64 * 1024) {
-            self.buf.drain(..self.start);
+    fn unprocessed(&self) -> &[u8] {
+        self.buf.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// Room after the unprocessed bytes: at least `min` bytes, and `want` if the buffer can
+    /// be arranged to give it. The unprocessed bytes (one partial packet, usually) are moved
+    /// to the front only when the room behind them runs short, so with large reads that copy
+    /// is rare and small.
+    fn space(&mut self, want: usize, min: usize) -> &mut [u8] {
+        if self.start == self.end {
             self.start = 0;
+            self.end = 0;
+        }
+        let live = self.end - self.start;
+        // The packet at the front must fit whole.
+        let min = min.max(self.opener.pending_total().saturating_sub(live));
+        let want = want.max(min);
+        if self.buf.len() - self.end < min || self.buf.len() - live < want {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = live;
+            }
+            if self.buf.len() - self.end < want {
+                // A fresh zeroed allocation (calloc: pages not touched yet cost nothing)
+                // rather than growing in place and zeroing by hand.
+                let mut grown = vec![0u8; live + want];
+                if let (Some(dst), Some(src)) = (grown.get_mut(..live), self.buf.get(..live)) {
+                    dst.copy_from_slice(src);
+                }
+                self.buf = grown;
+            }
+        }
+        self.buf.get_mut(self.end..).unwrap_or_default()
+    }
+
+    /// `n` bytes were written into the room [`Rx::space`] returned.
+    fn filled(&mut self, n: usize, offered: usize) {
+        self.end = (self.end + n).min(self.buf.len());
+        if n >= offered {
+            self.read_hint = (self.read_hint * 2).clamp(MIN_READ, MAX_READ);
         }
     }
 }
@@ -272,8 +323,28 @@ impl Transport {
 
     /// Appends received socket bytes.
     pub fn receive(&mut self, data: &[u8]) {
-        self.rx.compact();
-        self.rx.buf.extend_from_slice(data);
+        let n = data.len();
+        if let Some(dst) = self.rx.space(n, n).get_mut(..n) {
+            dst.copy_from_slice(data);
+        }
+        self.rx.filled(n, usize::MAX);
+    }
+
+    /// Room to read socket bytes into; report what was read with [`Transport::received`].
+    /// Empty while the buffer is at its bound (input is paused for a host key verdict and
+    /// the peer keeps sending): stop reading then.
+    pub fn input_space(&mut self) -> &mut [u8] {
+        if self.rx.end - self.rx.start >= MAX_READ {
+            return &mut [];
+        }
+        let want = self.rx.read_hint.max(MIN_READ);
+        self.rx.space(want, MIN_READ)
+    }
+
+    /// `n` bytes were read into [`Transport::input_space`].
+    pub fn received(&mut self, n: usize) {
+        let offered = self.rx.buf.len() - self.rx.end;
+        self.rx.filled(n, offered);
     }
 
     /// Bytes ready for the socket.
@@ -296,7 +367,7 @@ impl Transport {
             return Ok(None);
         }
         if let Ident::Waiting(scanner) = &mut self.ident {
-            let buf = self.rx.buf.get(self.rx.start..).unwrap_or_default();
+            let buf = self.rx.unprocessed();
             match scanner.scan(buf, self.role == Role::Client)? {
                 Scan::Incomplete { consumed } => {
                     self.rx.start += consumed;
@@ -310,7 +381,7 @@ impl Transport {
             }
         }
         loop {
-            let Some(buf) = self.rx.buf.get_mut(self.rx.start..) else {
+            let Some(buf) = self.rx.buf.get_mut(self.rx.start..self.rx.end) else {
                 return Ok(None);
             };
             let Some(decoded) = self.rx.opener.open(buf)? else {

@@ -91,6 +91,13 @@ impl Opener {
         }))
     }
 
+    /// Bytes the packet whose length has been decoded occupies in the buffer, length field
+    /// and tag included; 0 before its length is known.
+    pub fn pending_total(&self) -> usize {
+        self.pending_len
+            .map_or(0, |len| 4 + len as usize + self.key.tag_len())
+    }
+
     fn check_length(&self, len: u32) -> Result<(), PacketError> {
         if len > MAX_PACKET_LEN {
             return Err(PacketError::TooLong(len));
