@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Micro-benchmarks (criterion): seal/open per cipher against the raw crates on the same buffer
-# sizes, and one key exchange per method. Prints a table of medians and the framing ratio.
+# Micro-benchmarks (criterion): seal/open per cipher, sshvpn's packet layer against the bare
+# AEAD work of the two crates it could sit on (RustCrypto's and ring's) on the same buffer
+# sizes, and one key exchange per method. Prints a table of medians and the ratios.
 #     bash tests/bench/micro.sh
 # Run it alone: two cores, one benchmark at a time.
 set -euo pipefail
@@ -16,16 +17,18 @@ median_ns() {
   grep -o '"median":{[^}]*}[^}]*}' "$f" | grep -o '"point_estimate":[0-9.e+-]*' | cut -d: -f2
 }
 
-echo "| operation | cipher | bytes | sshvpn | raw crate | sshvpn / raw time |"
-echo "| --- | --- | --- | --- | --- | --- |"
+gbps() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f ns (%.2f Gbit/s)", t, n * 8 / t }'; }
+echo "| operation | cipher | bytes | sshvpn | RustCrypto raw | ring raw | sshvpn / RustCrypto time | sshvpn / ring time | ring / RustCrypto time |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for op in seal open; do
   for cipher in chacha20-poly1305@openssh.com aes128-gcm@openssh.com aes256-gcm@openssh.com; do
     for size in 1500 32768; do
       ours=$(median_ns "$op/${cipher}_sshvpn/$size")
-      raw=$(median_ns "$op/${cipher}_raw/$size")
-      awk -v op="$op" -v c="$cipher" -v n="$size" -v a="$ours" -v b="$raw" 'BEGIN {
-        printf "| %s | %s | %d | %.0f ns (%.2f Gbit/s) | %.0f ns (%.2f Gbit/s) | %.2f |\n",
-          op, c, n, a, n * 8 / a, b, n * 8 / b, a / b }'
+      rc=$(median_ns "$op/${cipher}_rustcrypto/$size")
+      ring=$(median_ns "$op/${cipher}_ring/$size")
+      printf '| %s | %s | %d | %s | %s | %s | ' "$op" "$cipher" "$size" \
+        "$(gbps "$size" "$ours")" "$(gbps "$size" "$rc")" "$(gbps "$size" "$ring")"
+      awk -v a="$ours" -v b="$rc" -v c="$ring" 'BEGIN { printf "%.2f | %.2f | %.2f |\n", a / b, a / c, c / b }'
     done
   done
 done
