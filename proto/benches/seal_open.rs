@@ -1,6 +1,7 @@
 //! Seal and open per cipher: sshvpn's packet layer (framing, padding, length field, sequence
 //! numbers) against the two AEAD crates it could sit on, each doing the bare SSH packet work on
-//! a buffer of the same size: `rustcrypto` (`aes-gcm`, `chacha20` + `poly1305`) and `ring`.
+//! a buffer of the same size: `rustcrypto` (`aes-gcm`, `chacha20` + `poly1305`), `ring` and
+//! `aws-lc-rs` (what sshvpn's packet layer uses).
 //! `bash tests/bench/micro.sh` runs this and prints the ratios; see BENCHMARKS.md.
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{AeadInOut, KeyInit, Nonce};
 use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use aws_lc_rs::aead::{self as awslc_aead, chacha20_poly1305_openssh as awslc_openssh};
 use chacha20::ChaCha20Legacy;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -45,22 +47,30 @@ fn keys(alg: CipherAlg) -> (SealingKey, OpeningKey) {
 /// for GCM one seal/open of the body with the length as associated data; for the OpenSSH
 /// ChaCha20 construction the length under K_1, a K_2 block for the Poly1305 key, the K_2
 /// keystream over the body and Poly1305 over length and body.
+// Built once per benchmark, never moved in the timed loop, so the size of the variants is moot.
+#[allow(clippy::large_enum_variant)]
 enum Raw {
     RustCryptoAes128(Box<Aes128Gcm>),
     RustCryptoAes256(Box<Aes256Gcm>),
     RustCryptoChacha,
     RingGcm(ring_aead::LessSafeKey),
     RingChacha(ring_openssh::SealingKey, ring_openssh::OpeningKey),
+    AwsLcGcm(awslc_aead::LessSafeKey),
+    AwsLcChacha(awslc_openssh::SealingKey, awslc_openssh::OpeningKey),
 }
 
 /// The crates `Raw` measures, as named in benchmark ids.
-const CRATES: [&str; 2] = ["rustcrypto", "ring"];
+const CRATES: [&str; 3] = ["rustcrypto", "ring", "aws-lc-rs"];
 
 impl Raw {
     fn new(alg: CipherAlg, krate: &str) -> Self {
         let ring_gcm = |alg| {
             let key = ring_aead::UnboundKey::new(alg, &KEY[..alg.key_len()]).unwrap();
             Raw::RingGcm(ring_aead::LessSafeKey::new(key))
+        };
+        let awslc_gcm = |alg| {
+            let key = awslc_aead::UnboundKey::new(alg, &KEY[..alg.key_len()]).unwrap();
+            Raw::AwsLcGcm(awslc_aead::LessSafeKey::new(key))
         };
         match (krate, alg) {
             ("rustcrypto", CipherAlg::Aes128Gcm) => {
@@ -75,6 +85,12 @@ impl Raw {
             ("ring", CipherAlg::ChaCha20Poly1305) => Raw::RingChacha(
                 ring_openssh::SealingKey::new(&KEY),
                 ring_openssh::OpeningKey::new(&KEY),
+            ),
+            ("aws-lc-rs", CipherAlg::Aes128Gcm) => awslc_gcm(&awslc_aead::AES_128_GCM),
+            ("aws-lc-rs", CipherAlg::Aes256Gcm) => awslc_gcm(&awslc_aead::AES_256_GCM),
+            ("aws-lc-rs", CipherAlg::ChaCha20Poly1305) => Raw::AwsLcChacha(
+                awslc_openssh::SealingKey::new(&KEY),
+                awslc_openssh::OpeningKey::new(&KEY),
             ),
             _ => panic!("no raw benchmark for {krate}"),
         }
@@ -110,6 +126,17 @@ impl Raw {
                 tag.as_ref().try_into().unwrap()
             }
             Raw::RingChacha(key, _) => {
+                let mut tag = [0; 16];
+                key.seal_in_place(0, buf, &mut tag);
+                tag
+            }
+            Raw::AwsLcGcm(key) => {
+                let nonce = awslc_aead::Nonce::assume_unique_for_key([0; 12]);
+                let aad = awslc_aead::Aad::from(<[u8; LEN]>::try_from(&*len).unwrap());
+                let tag = key.seal_in_place_separate_tag(nonce, aad, body).unwrap();
+                tag.as_ref().try_into().unwrap()
+            }
+            Raw::AwsLcChacha(key, _) => {
                 let mut tag = [0; 16];
                 key.seal_in_place(0, buf, &mut tag);
                 tag
@@ -152,6 +179,16 @@ impl Raw {
                     .unwrap();
             }
             Raw::RingChacha(_, key) => {
+                key.open_in_place(0, buf, tag).unwrap();
+            }
+            Raw::AwsLcGcm(key) => {
+                let nonce = awslc_aead::Nonce::assume_unique_for_key([0; 12]);
+                let (len, body) = buf.split_at_mut(LEN);
+                let aad = awslc_aead::Aad::from(<[u8; LEN]>::try_from(&*len).unwrap());
+                key.open_in_place_separate_tag(nonce, aad, tag, body)
+                    .unwrap();
+            }
+            Raw::AwsLcChacha(_, key) => {
                 key.open_in_place(0, buf, tag).unwrap();
             }
         }

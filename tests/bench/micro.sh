@@ -18,17 +18,18 @@ median_ns() {
 }
 
 gbps() { awk -v n="$1" -v t="$2" 'BEGIN { printf "%.0f ns (%.2f Gbit/s)", t, n * 8 / t }'; }
-echo "| operation | cipher | bytes | sshvpn | RustCrypto raw | ring raw | sshvpn / RustCrypto time | sshvpn / ring time | ring / RustCrypto time |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| operation | cipher | bytes | sshvpn | RustCrypto raw | ring raw | aws-lc-rs raw | sshvpn / aws-lc-rs time | RustCrypto / aws-lc-rs time | ring / aws-lc-rs time |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 for op in seal open; do
   for cipher in chacha20-poly1305@openssh.com aes128-gcm@openssh.com aes256-gcm@openssh.com; do
     for size in 1500 32768; do
       ours=$(median_ns "$op/${cipher}_sshvpn/$size")
       rc=$(median_ns "$op/${cipher}_rustcrypto/$size")
       ring=$(median_ns "$op/${cipher}_ring/$size")
-      printf '| %s | %s | %d | %s | %s | %s | ' "$op" "$cipher" "$size" \
-        "$(gbps "$size" "$ours")" "$(gbps "$size" "$rc")" "$(gbps "$size" "$ring")"
-      awk -v a="$ours" -v b="$rc" -v c="$ring" 'BEGIN { printf "%.2f | %.2f | %.2f |\n", a / b, a / c, c / b }'
+      lc=$(median_ns "$op/${cipher}_aws-lc-rs/$size")
+      printf '| %s | %s | %d | %s | %s | %s | %s | ' "$op" "$cipher" "$size" \
+        "$(gbps "$size" "$ours")" "$(gbps "$size" "$rc")" "$(gbps "$size" "$ring")" "$(gbps "$size" "$lc")"
+      awk -v a="$ours" -v b="$rc" -v c="$ring" -v d="$lc" 'BEGIN { printf "%.2f | %.2f | %.2f |\n", a / d, b / d, c / d }'
     done
   done
 done
