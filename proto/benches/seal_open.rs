@@ -1,7 +1,7 @@
 //! Seal and open per cipher: sshvpn's packet layer (framing, padding, length field, sequence
 //! numbers) against the two AEAD crates it could sit on, each doing the bare SSH packet work on
-//! a buffer of the same size: `rustcrypto` (`aes-gcm`, `chacha20` + `poly1305`), `ring` and
-//! `aws-lc-rs` (what sshvpn's packet layer uses).
+//! a buffer of the same size: `rustcrypto` (`aes-gcm`, `chacha20` + `poly1305`, what sshvpn
+//! used before) and `aws-lc-rs` (what it uses now).
 //! `bash tests/bench/micro.sh` runs this and prints the ratios; see BENCHMARKS.md.
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +21,6 @@ use chacha20::ChaCha20Legacy;
 use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use poly1305::Poly1305;
-use ring::aead::{self as ring_aead, chacha20_poly1305_openssh as ring_openssh};
 use sshvpn_proto::rng::Random;
 use sshvpn_proto::transport::cipher::{CipherAlg, OpeningKey, SealingKey};
 use sshvpn_proto::transport::packet::{Opener, Sealer};
@@ -47,27 +46,19 @@ fn keys(alg: CipherAlg) -> (SealingKey, OpeningKey) {
 /// for GCM one seal/open of the body with the length as associated data; for the OpenSSH
 /// ChaCha20 construction the length under K_1, a K_2 block for the Poly1305 key, the K_2
 /// keystream over the body and Poly1305 over length and body.
-// Built once per benchmark, never moved in the timed loop, so the size of the variants is moot.
-#[allow(clippy::large_enum_variant)]
 enum Raw {
     RustCryptoAes128(Box<Aes128Gcm>),
     RustCryptoAes256(Box<Aes256Gcm>),
     RustCryptoChacha,
-    RingGcm(ring_aead::LessSafeKey),
-    RingChacha(ring_openssh::SealingKey, ring_openssh::OpeningKey),
     AwsLcGcm(awslc_aead::LessSafeKey),
     AwsLcChacha(awslc_openssh::SealingKey, awslc_openssh::OpeningKey),
 }
 
 /// The crates `Raw` measures, as named in benchmark ids.
-const CRATES: [&str; 3] = ["rustcrypto", "ring", "aws-lc-rs"];
+const CRATES: [&str; 2] = ["rustcrypto", "aws-lc-rs"];
 
 impl Raw {
     fn new(alg: CipherAlg, krate: &str) -> Self {
-        let ring_gcm = |alg| {
-            let key = ring_aead::UnboundKey::new(alg, &KEY[..alg.key_len()]).unwrap();
-            Raw::RingGcm(ring_aead::LessSafeKey::new(key))
-        };
         let awslc_gcm = |alg| {
             let key = awslc_aead::UnboundKey::new(alg, &KEY[..alg.key_len()]).unwrap();
             Raw::AwsLcGcm(awslc_aead::LessSafeKey::new(key))
@@ -80,12 +71,6 @@ impl Raw {
                 Raw::RustCryptoAes256(Box::new(Aes256Gcm::new((&[7u8; 32]).into())))
             }
             ("rustcrypto", CipherAlg::ChaCha20Poly1305) => Raw::RustCryptoChacha,
-            ("ring", CipherAlg::Aes128Gcm) => ring_gcm(&ring_aead::AES_128_GCM),
-            ("ring", CipherAlg::Aes256Gcm) => ring_gcm(&ring_aead::AES_256_GCM),
-            ("ring", CipherAlg::ChaCha20Poly1305) => Raw::RingChacha(
-                ring_openssh::SealingKey::new(&KEY),
-                ring_openssh::OpeningKey::new(&KEY),
-            ),
             ("aws-lc-rs", CipherAlg::Aes128Gcm) => awslc_gcm(&awslc_aead::AES_128_GCM),
             ("aws-lc-rs", CipherAlg::Aes256Gcm) => awslc_gcm(&awslc_aead::AES_256_GCM),
             ("aws-lc-rs", CipherAlg::ChaCha20Poly1305) => Raw::AwsLcChacha(
@@ -118,17 +103,6 @@ impl Raw {
                 Poly1305::new((&poly_key).into())
                     .compute_unpadded(buf)
                     .into()
-            }
-            Raw::RingGcm(key) => {
-                let nonce = ring_aead::Nonce::assume_unique_for_key([0; 12]);
-                let aad = ring_aead::Aad::from(<[u8; LEN]>::try_from(&*len).unwrap());
-                let tag = key.seal_in_place_separate_tag(nonce, aad, body).unwrap();
-                tag.as_ref().try_into().unwrap()
-            }
-            Raw::RingChacha(key, _) => {
-                let mut tag = [0; 16];
-                key.seal_in_place(0, buf, &mut tag);
-                tag
             }
             Raw::AwsLcGcm(key) => {
                 let nonce = awslc_aead::Nonce::assume_unique_for_key([0; 12]);
@@ -169,17 +143,6 @@ impl Raw {
                 ChaCha20Legacy::new((&[7u8; 32]).into(), (&[0u8; 8]).into()).apply_keystream(len);
                 c.seek(64);
                 c.apply_keystream(body);
-            }
-            Raw::RingGcm(key) => {
-                let nonce = ring_aead::Nonce::assume_unique_for_key([0; 12]);
-                let (len, body) = buf.split_at_mut(LEN);
-                let aad = ring_aead::Aad::from(<[u8; LEN]>::try_from(&*len).unwrap());
-                let tag = ring_aead::Tag::from(*tag);
-                key.open_in_place_separate_tag(nonce, aad, tag, body, 0..)
-                    .unwrap();
-            }
-            Raw::RingChacha(_, key) => {
-                key.open_in_place(0, buf, tag).unwrap();
             }
             Raw::AwsLcGcm(key) => {
                 let nonce = awslc_aead::Nonce::assume_unique_for_key([0; 12]);
