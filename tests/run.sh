@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
+# A C compiler for the crates that build C and assembly (aws-lc-sys, the packet ciphers).
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v sshd >/dev/null 2>&1 || [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need+=(openssh-client)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)

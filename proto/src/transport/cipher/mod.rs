@@ -9,12 +9,16 @@
 //! owns the buffer, passes whole packets (length, body and room for the tag)
 //! and checks `packet_length` against its limits before buffering the body.
 //! Every operation works in place.
+//!
+//! The AEAD arithmetic is AWS-LC's (`aws-lc-rs`), whose assembly AES-GCM and
+//! ChaCha20-Poly1305 are what keeps the data path off the CPU ceiling; this
+//! module adds what SSH puts around it (key split, nonces, length handling).
 
 mod aes_gcm;
 mod chacha20_poly1305;
 
 pub use self::aes_gcm::AesGcmKey;
-pub use self::chacha20_poly1305::ChaCha20Poly1305Key;
+pub use self::chacha20_poly1305::{ChaCha20Poly1305OpeningKey, ChaCha20Poly1305SealingKey};
 
 use zeroize::Zeroizing;
 
@@ -115,13 +119,13 @@ pub struct TagMismatch;
 
 /// Seals outgoing packets for one direction.
 ///
-/// Keys are zeroized on drop.
+/// Keys are wiped on drop (by AWS-LC; see the cipher modules for what it wipes).
 #[derive(Debug)]
 pub enum SealingKey {
     /// Before the first NEWKEYS (RFC 4253 §6.3 "none"): nothing is encrypted.
     Plain,
     /// `chacha20-poly1305@openssh.com`.
-    ChaCha20Poly1305(ChaCha20Poly1305Key),
+    ChaCha20Poly1305(ChaCha20Poly1305SealingKey),
     /// `aes128-gcm@openssh.com` or `aes256-gcm@openssh.com`.
     AesGcm(AesGcmKey),
 }
@@ -139,7 +143,7 @@ impl SealingKey {
     pub fn new(alg: CipherAlg, key: &[u8], iv: &[u8]) -> SealingKey {
         match alg {
             CipherAlg::ChaCha20Poly1305 => {
-                SealingKey::ChaCha20Poly1305(ChaCha20Poly1305Key::new(key))
+                SealingKey::ChaCha20Poly1305(ChaCha20Poly1305SealingKey::new(key))
             }
             CipherAlg::Aes128Gcm => SealingKey::AesGcm(AesGcmKey::aes128(key, iv)),
             CipherAlg::Aes256Gcm => SealingKey::AesGcm(AesGcmKey::aes256(key, iv)),
@@ -188,13 +192,13 @@ impl SealingKey {
 
 /// Opens incoming packets for one direction.
 ///
-/// Keys are zeroized on drop.
+/// Keys are wiped on drop (by AWS-LC; see the cipher modules for what it wipes).
 #[derive(Debug)]
 pub enum OpeningKey {
     /// Before the first NEWKEYS (RFC 4253 §6.3 "none"): nothing is encrypted.
     Plain,
     /// `chacha20-poly1305@openssh.com`.
-    ChaCha20Poly1305(ChaCha20Poly1305Key),
+    ChaCha20Poly1305(ChaCha20Poly1305OpeningKey),
     /// `aes128-gcm@openssh.com` or `aes256-gcm@openssh.com`.
     AesGcm(AesGcmKey),
 }
@@ -206,7 +210,7 @@ impl OpeningKey {
     pub fn new(alg: CipherAlg, key: &[u8], iv: &[u8]) -> OpeningKey {
         match alg {
             CipherAlg::ChaCha20Poly1305 => {
-                OpeningKey::ChaCha20Poly1305(ChaCha20Poly1305Key::new(key))
+                OpeningKey::ChaCha20Poly1305(ChaCha20Poly1305OpeningKey::new(key))
             }
             CipherAlg::Aes128Gcm => OpeningKey::AesGcm(AesGcmKey::aes128(key, iv)),
             CipherAlg::Aes256Gcm => OpeningKey::AesGcm(AesGcmKey::aes256(key, iv)),
@@ -248,9 +252,11 @@ impl OpeningKey {
     ///
     /// `packet` is the 4 length bytes as received || the encrypted body
     /// (`packet_length` bytes) || the tag ([`Self::tag_len`] bytes). The tag is
-    /// checked in constant time before anything is decrypted; on success the
-    /// plaintext length is left in `packet[0..4]` and the plaintext body after
-    /// it. On [`TagMismatch`] the buffer content is unspecified.
+    /// compared in constant time and no plaintext is released unless it
+    /// verifies: ChaCha20-Poly1305 checks it before decrypting, AES-GCM (one
+    /// pass for both) wipes the body when it fails. On success the plaintext
+    /// length is left in `packet[0..4]` and the plaintext body after it. On
+    /// [`TagMismatch`] the buffer content is unspecified.
     ///
     /// A slice too short for a length and a tag yields [`TagMismatch`].
     pub fn open(&mut self, seq: u32, packet: &mut [u8]) -> Result<(), TagMismatch> {
