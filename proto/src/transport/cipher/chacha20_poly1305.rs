@@ -9,7 +9,7 @@
 //!
 //! The construction is AWS-LC's (`aws-lc-rs`'s `chacha20_poly1305_openssh`),
 //! which splits the key the same way: its assembly ChaCha20 and Poly1305 run
-//! about 2.4 times RustCrypto's `chacha20` + `poly1305` on 1500-byte packets
+//! about 2.5 times RustCrypto's `chacha20` + `poly1305` on 1500-byte packets
 //! and 1.3 times on 32 KiB ones here (see BENCHMARKS.md); the tests keep
 //! RustCrypto's crates as an independent oracle.
 //!
