@@ -181,6 +181,7 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     notifier.ready(&last_status);
     let mut status_tick = tokio::time::interval(Duration::from_secs(1));
     let mut open_streams = 0;
+    let mut trim_owed = false;
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     loop {
@@ -198,11 +199,14 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
                 notifier.ready(&last_status);
             }
             _ = status_tick.tick() => {
-                // After connections close, give their memory back (checked once a second).
+                // After connections close, give their memory back (checked once a second):
+                // in the tick where the count of open streams fell, and once more in the
+                // next, for what their tasks and the driver's tables let go of just after.
                 let now_open = sshvpnd::driver::OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
-                if now_open < open_streams {
+                if now_open < open_streams || trim_owed {
                     systemd::release_free_memory();
                 }
+                trim_owed = now_open < open_streams;
                 open_streams = now_open;
                 let line = systemd::status_line(&daemon.lock().await.statuses());
                 if line != last_status {

@@ -580,7 +580,13 @@ impl Connection {
     // ---- outputs ----
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front();
+        // One read can queue a thousand events (CHANNEL_OPENs, CLOSEs); once they are taken,
+        // do not keep the room for them.
+        if event.is_none() && self.events.capacity() > 64 {
+            self.events.shrink_to(64);
+        }
+        event
     }
 
     /// Bytes to write to the socket.

@@ -248,7 +248,7 @@ row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
 row "RSS, 1,000 SOCKS connections" "${R[rss_1000_vpnd]:-}" "${R[rss_1000_ossh]:-}" "KiB"
 row "RSS after they closed" "${R[rss_after_vpnd]:-}" "${R[rss_after_ossh]:-}" "KiB"
-row "Server memory (PSS), $CLIENTS clients × 2 channels (OpenSSH: all sshd processes)" "${R[many_rss_vpnd]:-}" "${R[many_rss_ossh]:-}" "KiB"
+row "Server memory (PSS), ${CLIENTS:-500} clients × 2 channels (OpenSSH: all sshd processes)" "${R[many_rss_vpnd]:-}" "${R[many_rss_ossh]:-}" "KiB"
 row "Server CPU to accept them and open the channels" "${R[many_cpu_vpnd]:-}" "${R[many_cpu_ossh]:-}" "s"
 echo
 echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

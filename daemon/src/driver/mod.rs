@@ -295,6 +295,16 @@ struct Bridge {
     peer_closed: bool,
 }
 
+/// Lets a map that grew for a burst (a thousand SOCKS connections opened at once) give its
+/// memory back once the burst is over: when at most a quarter of its capacity is in use it is
+/// rebuilt at twice its length. Each rebuild at least halves the capacity, so its cost stays
+/// proportional to the removals that led to it. (proto's channel table does the same.)
+fn shrink_sparse<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.capacity() > 64 && map.len() * 4 <= map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// Starts the driver on a connected socket. Returns the handle, the queue of what the peer
 /// asks of us, and the driver's task (its result is why the connection ended).
 pub fn spawn(
@@ -594,6 +604,7 @@ impl Driver {
                     let _ = tx.try_send(Inbound::Closed);
                 }
                 self.bridges.remove(&id);
+                shrink_sparse(&mut self.bridges);
                 return;
             }
         }
@@ -673,7 +684,9 @@ impl Driver {
             }
             Event::ChannelOpened { id } => {
                 let stream = self.bridge(id);
-                match self.pending_opens.remove(&id) {
+                let reply = self.pending_opens.remove(&id);
+                shrink_sparse(&mut self.pending_opens);
+                match reply {
                     Some(reply) => {
                         if let Err(Ok(stream)) = reply.send(Ok(stream)) {
                             drop(stream);
@@ -689,7 +702,9 @@ impl Driver {
                 reason,
                 description,
             } => {
-                if let Some(reply) = self.pending_opens.remove(&id) {
+                let reply = self.pending_opens.remove(&id);
+                shrink_sparse(&mut self.pending_opens);
+                if let Some(reply) = reply {
                     let _ = reply.send(Err(OpenError::Refused {
                         reason,
                         description,

@@ -129,6 +129,17 @@ impl Channels {
         Ok(ChannelId(id))
     }
 
+    /// Forgets channel `id`. A table that grew for a burst (a thousand SOCKS connections)
+    /// gives its memory back once the burst is over: when at most a quarter of its capacity
+    /// is in use it is rebuilt at twice its length. Each rebuild at least halves the
+    /// capacity, so its cost stays proportional to the removals that led to it.
+    fn release(&mut self, id: u32) {
+        self.table.remove(&id);
+        if self.table.capacity() > 64 && self.table.len() * 4 <= self.table.capacity() {
+            self.table.shrink_to(self.table.len() * 2);
+        }
+    }
+
     /// Sends SSH_MSG_CHANNEL_OPEN (RFC 4254 §5.1).
     pub fn open(&mut self, kind: ChannelKind, tx: &mut Tx) -> Result<ChannelId, ChannelError> {
         let window = self.config.window;
@@ -177,7 +188,7 @@ impl Channels {
             return Err(ChannelError::NotOpen(id));
         }
         let remote = ch.remote_id;
-        self.table.remove(&id.0);
+        self.release(id.0);
         send_open_failure(tx, remote, reason, description);
         Ok(())
     }
@@ -303,7 +314,7 @@ impl Channels {
         match ch.phase {
             Phase::PeerOpening => {
                 let remote = ch.remote_id;
-                self.table.remove(&id.0);
+                self.release(id.0);
                 send_open_failure(tx, remote, OpenFailure::CONNECT_FAILED, "closed");
                 return Ok(());
             }
@@ -315,7 +326,7 @@ impl Channels {
             }
         }
         if ch.is_finished() {
-            self.table.remove(&id.0);
+            self.release(id.0);
         }
         Ok(())
     }
@@ -386,7 +397,7 @@ impl Channels {
                     .chars()
                     .take(256)
                     .collect();
-                self.table.remove(&id);
+                self.release(id);
                 if !app_closed {
                     events.push_back(Event::ChannelOpenFailed {
                         id: ChannelId(id),
@@ -463,7 +474,7 @@ impl Channels {
                 // RFC 4254 §5.3: answer CLOSE with CLOSE unless we already sent one.
                 ch.send_close(tx);
                 if ch.is_finished() {
-                    self.table.remove(&id);
+                    self.release(id);
                 } else {
                     events.push_back(Event::ChannelClosed { id: ChannelId(id) });
                 }

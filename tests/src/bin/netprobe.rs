@@ -305,31 +305,13 @@ fn connect_retry(addr: &str) -> TcpStream {
     }
 }
 
-/// Raises this process's soft limit on open files to its hard limit (holding thousands of
-/// connections needs more than the usual 1024).
-fn raise_open_files_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    #[allow(unsafe_code)] // No safe binding for getrlimit/setrlimit among our dependencies.
-    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
-    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(got, 0, "getrlimit: {}", std::io::Error::last_os_error());
-    limit.rlim_cur = limit.rlim_max;
-    #[allow(unsafe_code)] // As above.
-    // SAFETY: setrlimit only reads the `rlimit` we own and pass by pointer.
-    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
-}
-
 /// Many unauthenticated connections at once: see the usage at the top.
 fn flood(server: std::net::SocketAddr, source: std::net::IpAddr, n: usize) {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::AsyncWriteExt;
 
-    raise_open_files_limit();
+    sshvpn_tests::harness::raise_open_files_limit();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -26,6 +26,24 @@ pub use socks::{Socks5Error, reply_meaning, socks5_connect};
 /// How long a helper program (ssh-keygen, `sshd -t`) may take before the test fails.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Raises this process's soft limit on open files to its hard limit (holding thousands of
+/// connections needs more than the usual 1024).
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)] // No safe binding for getrlimit/setrlimit among our dependencies.
+    // SAFETY: getrlimit writes one `rlimit` into the struct we own and pass by pointer.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(got, 0, "getrlimit: {}", std::io::Error::last_os_error());
+    limit.rlim_cur = limit.rlim_max;
+    #[allow(unsafe_code)] // As above.
+    // SAFETY: setrlimit only reads the `rlimit` we own and pass by pointer.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(set, 0, "setrlimit: {}", std::io::Error::last_os_error());
+}
+
 /// Finds `program` on `PATH` or in the sbin directories, or panics naming the package to
 /// install. Tests never skip because a prerequisite is missing.
 pub fn require(program: &str) -> PathBuf {
