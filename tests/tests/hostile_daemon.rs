@@ -646,11 +646,16 @@ async fn ten_thousand_socks_connections_leave_no_descriptors_or_memory_behind() 
     );
 }
 
-/// Opens `n` SOCKS connections to the echo server at once and checks each one echoes.
+/// Opens `n` SOCKS connections to the echo server, checks each one echoes, and returns them
+/// all open. At most 100 are being set up at a time, so that a loaded machine (other tests
+/// run alongside) does not overflow the listener's backlog or the handshake timeouts.
 async fn socks_hold(socks: SocketAddr, echo_port: u16, n: usize) -> Vec<tokio::net::TcpStream> {
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
+        let opening = opening.clone();
         set.spawn(async move {
+            let _permit = opening.acquire_owned().await.unwrap();
             let mut s = socks5_connect(socks, "127.0.0.1", echo_port)
                 .await
                 .unwrap_or_else(|e| panic!("connection {i}: {e}"));
