@@ -34,26 +34,25 @@ const MIB: f64 = 1024.0;
 
 // ---- what /proc says about a process -------------------------------------------------------
 
-fn rss_kib(pid: u32) -> u64 {
+/// One "Field:  N kB" line of /proc/PID/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS")
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS")
 }
 
 /// Resident anonymous memory: what the process allocated, without the pages of its program
 /// and libraries (which grow as more of the code runs the first time, and are shared).
 fn anon_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("RssAnon")
+    status_kib(pid, "RssAnon")
 }
 
 fn fd_count(pid: u32) -> usize {

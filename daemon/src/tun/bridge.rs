@@ -305,7 +305,7 @@ async fn read_offload_frames(
         let n = match read {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-            Err(_) if pending > 0 || !batch.is_empty() => break,
+            Err(_) if !batch.is_empty() => break,
             Err(_) => return None,
         };
         let frame = raw.get(..n).unwrap_or_default();

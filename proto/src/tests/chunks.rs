@@ -1,7 +1,7 @@
 //! The copy-saving data path: reading into `input_space` and taking channel data by value.
 
 use super::util::{Pair, pattern};
-use crate::connection::{CHUNK, ChannelConfig};
+use crate::connection::CHUNK;
 use crate::{ChannelKind, Event, TunMode};
 
 /// Moves the client's output to the server through `input_space`/`handle_received`, in reads
@@ -22,16 +22,7 @@ fn deliver_via_input_space(pair: &mut Pair, read: usize) {
 
 #[test]
 fn taken_chunks_carry_the_stream_and_reopen_the_window() {
-    let (mut c, mut s) = Pair::default_configs();
-    let small = ChannelConfig {
-        window: 256 * 1024,
-        max_packet: 32 * 1024,
-        max_channels: 16,
-    };
-    c.channels = small.clone();
-    s.channels = small;
-    let mut pair = Pair::new(c, s);
-    pair.run();
+    let mut pair = Pair::connected_with_windows(256 * 1024, 32 * 1024);
     let (cid, sid) = pair.open_channel();
     let data = pattern(3 << 20);
     let (mut sent, mut received) = (0, Vec::new());
@@ -78,16 +69,7 @@ fn mixing_consume_and_take_loses_nothing() {
 fn taking_datagrams_returns_their_payload_to_the_window() {
     // A tun channel's window counts packets without their length prefixes: taking a chunk
     // of prefixed packets must return exactly the packet bytes, or the windows drift apart.
-    let (mut c, mut s) = Pair::default_configs();
-    let small = ChannelConfig {
-        window: 64 * 1024,
-        max_packet: 32 * 1024,
-        max_channels: 16,
-    };
-    c.channels = small.clone();
-    s.channels = small;
-    let mut pair = Pair::new(c, s);
-    pair.run();
+    let mut pair = Pair::connected_with_windows(64 * 1024, 32 * 1024);
     let cid = pair
         .client
         .open_channel(ChannelKind::Tun {

@@ -43,16 +43,7 @@ fn handshake_with_each_cipher_and_kex() {
 
 #[test]
 fn window_exhaustion_and_refill() {
-    let (mut c, mut s) = Pair::default_configs();
-    let small = ChannelConfig {
-        window: 64 * 1024,
-        max_packet: 16 * 1024,
-        max_channels: 16,
-    };
-    c.channels = small.clone();
-    s.channels = small;
-    let mut pair = Pair::new(c, s);
-    pair.run();
+    let mut pair = Pair::connected_with_windows(64 * 1024, 16 * 1024);
     let (cid, sid) = pair.open_channel();
     // The server does not read: the client may send exactly one window and no more.
     let data = pattern(200_000);

@@ -165,6 +165,21 @@ impl Pair {
         self.run();
     }
 
+    /// A connected pair whose both sides advertise `window` and `max_packet` per channel.
+    pub fn connected_with_windows(window: u32, max_packet: u32) -> Self {
+        let (mut c, mut s) = Self::default_configs();
+        let limits = crate::connection::ChannelConfig {
+            window,
+            max_packet,
+            max_channels: 16,
+        };
+        c.channels = limits.clone();
+        s.channels = limits;
+        let mut pair = Self::new(c, s);
+        pair.run();
+        pair
+    }
+
     pub fn connected() -> Self {
         let (c, s) = Self::default_configs();
         let mut pair = Self::new(c, s);
