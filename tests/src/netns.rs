@@ -116,6 +116,23 @@ impl Netns {
         .success()
     }
 
+    /// The median round trip, in milliseconds, of `count` pings 20 ms apart (`None` if none
+    /// came back).
+    pub fn ping_median_ms(&self, target: &str, count: u32) -> Option<f64> {
+        let c = count.to_string();
+        let out = self.exec(
+            &["ping", "-c", &c, "-i", "0.02", "-W", "1", target],
+            Duration::from_secs(u64::from(count) / 10 + 5),
+        );
+        let mut rtts: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split("time=").nth(1))
+            .filter_map(|t| t.trim_end_matches(" ms").parse().ok())
+            .collect();
+        rtts.sort_by(f64::total_cmp);
+        rtts.get(rtts.len() / 2).copied()
+    }
+
     /// Waits until an interface whose name starts with `prefix` exists; returns its name.
     pub fn wait_link(&self, prefix: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;

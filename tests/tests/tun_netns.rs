@@ -131,6 +131,19 @@ fn tcp_transfer(from: &Netns, to: &Netns, addr: &str, bytes: usize) {
     assert!(sent.starts_with(&bytes.to_string()));
 }
 
+/// Pings right after a bulk transfer come back in well under a millisecond here. sshd runs
+/// `-w` tunnels with Nagle on; if our ACKs to its last small write (a WINDOW_ADJUST) were
+/// delayed, each reply would wait for the next request to carry the ACK: a ping interval late.
+fn interactive_after_bulk(ns: &Netns, far: &str) {
+    let median = ns
+        .ping_median_ms(far, 50)
+        .expect("pings through the tunnel came back");
+    assert!(
+        median < 5.0,
+        "median ping through the tunnel after a bulk transfer: {median} ms (replies held back?)"
+    );
+}
+
 fn udp_check(from: &Netns, to: &Netns, addr: &str) {
     let bin = binary("netprobe");
     let mut echo = std::process::Command::new("ip")
@@ -185,7 +198,9 @@ async fn sshvpnd_link_to_openssh_sshd_carries_ip_and_survives_an_outage() {
     assert!(t.cli.ping("10.201.0.2", 3), "ping the LAN host over IPv4");
     assert!(t.cli.ping("fd00:201::2", 3), "ping the LAN host over IPv6");
     tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5001", 64 << 20);
+    interactive_after_bulk(&t.cli, "10.77.0.1");
     tcp_transfer(&t.cli, &t.lan, "[fd00:201::2]:5002", 8 << 20);
+    interactive_after_bulk(&t.cli, "10.77.0.1");
     udp_check(&t.cli, &t.lan, "10.201.0.2:5003");
     udp_check(&t.cli, &t.lan, "[fd00:201::2]:5004");
     let tun = d.link("vpn").await.tun.unwrap();
@@ -308,6 +323,7 @@ async fn openssh_ssh_w_against_sshvpnd_server_with_anti_spoofing() {
         "ping the server's LAN through ssh -w"
     );
     tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5011", 16 << 20);
+    interactive_after_bulk(&t.cli, "10.77.0.1");
 
     spoofed_source_is_dropped(&t, &ours);
     drop(_ssh);

@@ -48,6 +48,32 @@ const INCOMING_QUEUE: usize = 4096;
 /// socket buffer is what keeps the path full.
 const MAX_PENDING_CHANNEL_DATA: usize = 1 << 20;
 
+/// Reads smaller than this are acknowledged at once (see [`quickack`]).
+const QUICKACK_BELOW: usize = 4096;
+
+/// Asks the kernel to acknowledge what we just read now rather than delay the ACK.
+///
+/// A peer with Nagle on (OpenSSH's sshd sets TCP_NODELAY only for sessions with a terminal)
+/// holds each small write until its previous one is acknowledged. With our ACKs delayed, a
+/// 36-byte WINDOW_ADJUST from sshd left every later ping reply in a `-w` tunnel waiting for the
+/// next request to carry the ACK: each reply one ping interval (20 ms) late. Bulk reads are
+/// left to the kernel's own ACK policy.
+fn quickack(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    #[allow(unsafe_code)] // No safe binding for TCP_QUICKACK in std or tokio.
+    // SAFETY: a valid socket descriptor, and a pointer and length describing a live c_int.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_QUICKACK,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
@@ -395,6 +421,9 @@ impl Driver {
                     match rd.try_read(self.conn.input_space()) {
                         Ok(0) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
+                            if n < QUICKACK_BELOW {
+                                quickack(rd.as_ref());
+                            }
                             if self.conn.handle_received(n, Instant::now()).is_err() {
                                 continue;
                             }
