@@ -3,14 +3,14 @@
 # joined by a veth pair (client "C", server "S"). Prints one markdown table of medians and the
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
 #   ROUNDS=3 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
-# PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv first mem many.
+# PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv lat ref first mem many.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-3}
 SECS=${SECS:-5}
 CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
 CLIENTS=${CLIENTS:-500}
-PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv first mem many} "
+PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv lat ref first mem many} "
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -76,8 +76,8 @@ wait_port() { for _ in $(seq 200); do inC ss -Hltn "sport = :$1" | grep -q LISTE
 # Gbit/s received, or "nan" (a failed run must not end the benchmark).
 iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g 2>/dev/null | awk '/receiver/ {print $7}' || true); echo "${v:-nan}"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-# Median per-packet RTT (ms) of 40 pings: one slow first packet must not decide it.
-rtt() { inC ping -c 40 -i 0.02 "$1" 2>/dev/null | sed -n 's/.*time=\([0-9.]*\) ms/\1/p' | median; }
+# Median RTT (ms) of the pings in a ping(8) log: one slow first packet must not decide it.
+rtt_of() { sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "$1" | median; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 declare -A R
 
@@ -125,14 +125,12 @@ for cipher in $CIPHERS; do
       ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
       for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
       ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
-      R[tunsshd_ossh_$short]+="$(iperf 10.79.0.1) "
-      R[lat_ossh_$short]+="$(rtt 10.79.0.1) "; stop $P
+      R[tunsshd_ossh_$short]+="$(iperf 10.79.0.1) "; stop $P
     fi
     if want tunsshd; then
       client_cfg tun "$cipher" 22 $'[link.tun]\nlocal = "10.79.0.2/30"\nmtu = 1500'
       start_vpnd tun; sshd_tun
-      R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "
-      R[lat_vpnd_$short]+="$(rtt 10.79.0.1) "; stop $VPND
+      R[tunsshd_vpnd_$short]+="$(iperf 10.79.0.1) "; stop $VPND
     fi
     # -L and SOCKS between two sshvpnd (the server end is sshvpnd)
     if want fwdv; then
@@ -144,12 +142,49 @@ for cipher in $CIPHERS; do
     if want tunv; then
       client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
       start_vpnd tunv
-      R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "
-      R[latv_vpnd_$short]+="$(rtt 10.78.0.1) "; stop $VPND
+      R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
+    fi
+    # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once,
+    # and all three and the bare veth are pinged at the same time, so that the machine's
+    # neighbours weigh on every figure alike: once fresh, and once more right after each
+    # tunnel carried a bulk transfer, as a tunnel in use has.
+    if want lat; then
+      sshd_tuns() { ip -n $S -o link show | grep -o 'tun[0-9]*' | sort -u || true; }
+      new_sshd_tun() { # the sshd-side device that is not in $1 → configured as $2
+        local t=""; for _ in $(seq 100); do t=$(comm -13 <(echo "$1") <(sshd_tuns) | head -1); [ -n "$t" ] && break; sleep 0.05; done
+        ip -n $S addr replace "$2" dev "$t"; ip -n $S link set "$t" up; }
+      known=$(sshd_tuns)
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
+      for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
+      ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; new_sshd_tun "$known" 10.79.0.1/30
+      known=$(sshd_tuns)
+      client_cfg lat1 "$cipher" 22 $'[link.tun]\nlocal = "10.79.1.2/30"\nmtu = 1500'
+      start_vpnd lat1; V1=$VPND; new_sshd_tun "$known" 10.79.1.1/30
+      client_cfg lat2 "$cipher" 2222 $'[link.tun]\nmtu = 1500'
+      start_vpnd lat2; V2=$VPND
+      ping_all() { # state: pings all four at once, 200 each, 10 ms apart
+        local pings=() far
+        for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 200 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
+        wait "${pings[@]}" || true
+        R[lat$1_ossh_$short]+="$(rtt_of "$work/ping-10.79.0.1") "; R[lat$1_vpnd_$short]+="$(rtt_of "$work/ping-10.79.1.1") "
+        R[latv$1_vpnd_$short]+="$(rtt_of "$work/ping-10.78.0.1") "; R[lat_veth]+="$(rtt_of "$work/ping-10.210.0.2") "
+      }
+      ping_all ""
+      for far in 10.79.0.1 10.79.1.1 10.78.0.1; do inC iperf3 -c $far -t 1 >/dev/null 2>&1 || true; done
+      ping_all b
+      stop $P $V1 $V2
+    fi
+    # Reference, no SSH at all: iperf3 over the bare veth, and through a plain TCP relay in
+    # each namespace (netprobe relay: read and write through a buffer, no cipher), the most
+    # that any two-process user-space tunnel can carry here.
+    if want ref && [ "$cipher" = "${CIPHERS%% *}" ]; then
+      R[ref_veth]+="$(iperf 10.210.0.2) "
+      inS "$bin/netprobe" relay 10.210.0.2:6031 127.0.0.1:5201 >/dev/null & RS=$!
+      inC "$bin/netprobe" relay 127.0.0.1:6030 10.210.0.2:6031 >/dev/null & RC=$!
+      wait_port 6030; R[ref_relay]+="$(iperf 127.0.0.1 6030) "; stop $RS $RC
     fi
   done
 done
-R[lat_veth]="$(rtt 10.210.0.2)"
 
 if want first; then
 # Start to first byte through a forward (echo service on the server side).
@@ -241,8 +276,10 @@ for cipher in $CIPHERS; do
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
-  row "ping RTT through a tunnel to sshd, median ($s; bare veth ${R[lat_veth]:-} ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
+  row "ping RTT through a tunnel to sshd, median ($s; bare veth $(echo ${R[lat_veth]:-} | tr ' ' '\n' | median) ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
+  row "ping RTT to sshd right after a bulk transfer, median ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
+  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, after bulk, median ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
 done
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
@@ -251,4 +288,7 @@ row "RSS after they closed" "${R[rss_after_vpnd]:-}" "${R[rss_after_ossh]:-}" "K
 row "Server memory (PSS), ${CLIENTS:-500} clients × 2 channels (OpenSSH: all sshd processes)" "${R[many_rss_vpnd]:-}" "${R[many_rss_ossh]:-}" "KiB"
 row "Server CPU to accept them and open the channels" "${R[many_cpu_vpnd]:-}" "${R[many_cpu_ossh]:-}" "s"
 echo
+if want ref; then
+  echo "reference, no SSH: iperf3 over the bare veth $(echo ${R[ref_veth]} | tr ' ' '\n' | median) Gbit/s; through a plain TCP relay pair (netprobe relay, no cipher) $(echo ${R[ref_relay]} | tr ' ' '\n' | median) Gbit/s"
+fi
 echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

@@ -21,6 +21,9 @@
 //!   netprobe echo-check ADDR:PORT BYTES     send the pattern to an echo, check every byte that comes
 //!                                           back and the EOF after it, print "BYTES SHA256"
 //!   netprobe socks-echo-check PROXY HOST:PORT BYTES   the same through SOCKS5
+//!   netprobe relay LISTEN CONNECT           carry each TCP connection on LISTEN to CONNECT as it
+//!                                           is (no SSH, no cipher): the benchmark's reference for
+//!                                           what any user-space relay costs here
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -216,13 +219,38 @@ fn main() {
             let total = bytes.parse().expect("bytes");
             println!("{}", echo_check(socks_connect(proxy, target), total));
         }
+        ["relay", listen, connect] => {
+            let l = TcpListener::bind(listen).expect("bind");
+            println!("listening");
+            for a in l.incoming().flatten() {
+                let Ok(b) = TcpStream::connect(connect) else {
+                    continue;
+                };
+                let _ = (a.set_nodelay(true), b.set_nodelay(true));
+                let (a2, b2) = (a.try_clone().expect("clone"), b.try_clone().expect("clone"));
+                std::thread::spawn(move || relay_copy(a, b));
+                std::thread::spawn(move || relay_copy(b2, a2));
+            }
+        }
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check|relay …"
             );
             std::process::exit(2);
         }
     }
+}
+
+/// One direction of `relay`: read and write through a user-space buffer, as a tunnel must (no
+/// splice), then pass the EOF on.
+fn relay_copy(mut from: TcpStream, mut to: TcpStream) {
+    let mut buf = vec![0u8; 256 << 10];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
 }
 
 /// The byte at `offset` of the pattern `send` and `echo-check` write.
