@@ -425,6 +425,7 @@ async fn sshvpnd_to_sshvpnd_tunnel_and_key_options() {
     // kernel cuts them for its LAN.
     tcp_transfer(&t.cli, &t.lan, "10.201.0.2:5021", 32 << 20);
     tcp_transfer(&t.lan, &t.cli, "10.77.0.2:5022", 32 << 20);
+    interactive_after_bulk(&t.cli, "10.77.0.1");
     udp_check(&t.cli, &t.lan, "10.201.0.2:5023");
     let tun = client.link("site").await.tun.unwrap();
     assert!(

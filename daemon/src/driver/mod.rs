@@ -421,7 +421,12 @@ impl Driver {
                     match rd.try_read(self.conn.input_space()) {
                         Ok(0) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
-                            if n < QUICKACK_BELOW {
+                            // sshvpnd peers write with TCP_NODELAY: nothing to unblock there.
+                            let nagle_peer = !self
+                                .conn
+                                .peer_ident()
+                                .is_some_and(|i| i.starts_with("SSH-2.0-sshvpn_"));
+                            if n < QUICKACK_BELOW && nagle_peer {
                                 quickack(rd.as_ref());
                             }
                             if self.conn.handle_received(n, Instant::now()).is_err() {
