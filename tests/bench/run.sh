@@ -66,6 +66,9 @@ inS "$bin/sshvpnd" -c "$work/server.toml" 2>"$work/server.log" &
 inS iperf3 -s -D -p 5201 >/dev/null
 inS "$bin/netprobe" sink-forever 0.0.0.0:5400 >/dev/null &
 inS "$bin/netprobe" echo-forever 0.0.0.0:5401 >/dev/null &
+# The reference relay pair (part "ref"): client 127.0.0.1:6030 → server → iperf3, no SSH.
+inS "$bin/netprobe" relay 10.210.0.2:6031 127.0.0.1:5201 >/dev/null &
+inC "$bin/netprobe" relay 127.0.0.1:6030 10.210.0.2:6031 >/dev/null &
 echo "10.210.0.2 $(cut -d' ' -f1,2 "$work/host.pub")" > "$work/known_hosts"
 echo "[10.210.0.2]:2222 $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"
 sleep 1
@@ -179,9 +182,7 @@ for cipher in $CIPHERS; do
     # that any two-process user-space tunnel can carry here.
     if want ref && [ "$cipher" = "${CIPHERS%% *}" ]; then
       R[ref_veth]+="$(iperf 10.210.0.2) "
-      inS "$bin/netprobe" relay 10.210.0.2:6031 127.0.0.1:5201 >/dev/null & RS=$!
-      inC "$bin/netprobe" relay 127.0.0.1:6030 10.210.0.2:6031 >/dev/null & RC=$!
-      wait_port 6030; R[ref_relay]+="$(iperf 127.0.0.1 6030) "; stop $RS $RC
+      R[ref_relay]+="$(iperf 127.0.0.1 6030) "
     fi
   done
 done
