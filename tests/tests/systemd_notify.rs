@@ -172,19 +172,27 @@ async fn control_socket_by_socket_activation() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // The socket file appears when systemd-socket-activate binds it, a moment before it
+    // listens (a connection then is refused): ask again until it answers, as a unit's
+    // dependants would find it already listening.
+    let mut out = None;
     for _ in 0..100 {
-        if sock.exists() {
+        let o = tokio::process::Command::new(sshvpn_tests::daemon::binary("sshvpnctl"))
+            .arg("--socket")
+            .arg(&sock)
+            .args(["--json", "status"])
+            .output()
+            .await
+            .unwrap();
+        let refused = String::from_utf8_lossy(&o.stderr).contains("No such file")
+            || String::from_utf8_lossy(&o.stderr).contains("Connection refused");
+        out = Some(o);
+        if !refused {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let out = tokio::process::Command::new(sshvpn_tests::daemon::binary("sshvpnctl"))
-        .arg("--socket")
-        .arg(&sock)
-        .args(["--json", "status"])
-        .output()
-        .await
-        .unwrap();
+    let out = out.unwrap();
     assert!(
         out.status.success(),
         "{}",
