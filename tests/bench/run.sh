@@ -103,6 +103,21 @@ CFG
 start_vpnd() { ip netns exec $C "$bin/sshvpnd" -c "$work/$1.toml" 2>"$work/$1.log" & VPND=$!; for _ in $(seq 200); do "$bin/sshvpnctl" --socket "$work/$1.sock" --json status 2>/dev/null | grep -q '"state":"up"' && return 0; sleep 0.05; done; echo "bench: link $1 did not come up" >&2; cat "$work/$1.log" >&2; return 1; }
 stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 sshd_tun() { for _ in $(seq 100); do t=$(ip -n $S -o link show | grep -o 'tun[0-9]*' | tail -1 || true); [ -n "$t" ] && break; sleep 0.05; done; ip -n $S addr replace 10.79.0.1/30 dev "$t"; ip -n $S link set "$t" up; }
+# With several tunnels to sshd at once: its devices, and the one not in $1 configured as $2.
+sshd_tuns() { ip -n $S -o link show | grep -o 'tun[0-9]*' | sort -u || true; }
+new_sshd_tun() {
+  local t=""; for _ in $(seq 100); do t=$(comm -13 <(echo "$1") <(sshd_tuns) | head -1); [ -n "$t" ] && break; sleep 0.05; done
+  ip -n $S addr replace "$2" dev "$t"; ip -n $S link set "$t" up; }
+
+# Pings the three tunnels of part "lat" and the bare veth at once, 200 each, 10 ms apart;
+# $1 names the state ("" fresh, "b" after bulk) in the figures' keys.
+ping_all() {
+  local pings=() far
+  for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 200 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
+  wait "${pings[@]}" || true
+  R[lat$1_ossh_$short]+="$(rtt_of "$work/ping-10.79.0.1") "; R[lat$1_vpnd_$short]+="$(rtt_of "$work/ping-10.79.1.1") "
+  R[latv$1_vpnd_$short]+="$(rtt_of "$work/ping-10.78.0.1") "; R[lat_veth]+="$(rtt_of "$work/ping-10.210.0.2") "
+}
 
 for cipher in $CIPHERS; do
   short=${cipher%%@*}
@@ -152,10 +167,6 @@ for cipher in $CIPHERS; do
     # neighbours weigh on every figure alike: once fresh, and once more right after each
     # tunnel carried a bulk transfer, as a tunnel in use has.
     if want lat; then
-      sshd_tuns() { ip -n $S -o link show | grep -o 'tun[0-9]*' | sort -u || true; }
-      new_sshd_tun() { # the sshd-side device that is not in $1 → configured as $2
-        local t=""; for _ in $(seq 100); do t=$(comm -13 <(echo "$1") <(sshd_tuns) | head -1); [ -n "$t" ] && break; sleep 0.05; done
-        ip -n $S addr replace "$2" dev "$t"; ip -n $S link set "$t" up; }
       known=$(sshd_tuns)
       ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
       for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
@@ -165,13 +176,6 @@ for cipher in $CIPHERS; do
       start_vpnd lat1; V1=$VPND; new_sshd_tun "$known" 10.79.1.1/30
       client_cfg lat2 "$cipher" 2222 $'[link.tun]\nmtu = 1500'
       start_vpnd lat2; V2=$VPND
-      ping_all() { # state: pings all four at once, 200 each, 10 ms apart
-        local pings=() far
-        for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 200 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
-        wait "${pings[@]}" || true
-        R[lat$1_ossh_$short]+="$(rtt_of "$work/ping-10.79.0.1") "; R[lat$1_vpnd_$short]+="$(rtt_of "$work/ping-10.79.1.1") "
-        R[latv$1_vpnd_$short]+="$(rtt_of "$work/ping-10.78.0.1") "; R[lat_veth]+="$(rtt_of "$work/ping-10.210.0.2") "
-      }
       ping_all ""
       for far in 10.79.0.1 10.79.1.1 10.78.0.1; do inC iperf3 -c $far -t 1 >/dev/null 2>&1 || true; done
       ping_all b

@@ -422,11 +422,12 @@ impl Driver {
                         Ok(0) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
                             // sshvpnd peers write with TCP_NODELAY: nothing to unblock there.
-                            let nagle_peer = !self
-                                .conn
-                                .peer_ident()
-                                .is_some_and(|i| i.starts_with("SSH-2.0-sshvpn_"));
-                            if n < QUICKACK_BELOW && nagle_peer {
+                            if n < QUICKACK_BELOW
+                                && !self
+                                    .conn
+                                    .peer_ident()
+                                    .is_some_and(|i| i.starts_with("SSH-2.0-sshvpn_"))
+                            {
                                 quickack(rd.as_ref());
                             }
                             if self.conn.handle_received(n, Instant::now()).is_err() {

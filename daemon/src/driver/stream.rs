@@ -233,7 +233,7 @@ async fn splice_halves<R, W>(
     let up = async {
         // Reads that fill the buffer mean bulk: read the next in [`CHUNK`]s, so a fast sender
         // costs the driver a quarter of the reads, hand-overs and wake-ups that 64 KiB took
-        // (15% less CPU per byte in a forward). A short read goes back to small buffers.
+        // (about 20% less CPU per byte in a forward). A short read goes back to small buffers.
         let mut size = QUIET_CHUNK;
         loop {
             // Read into spare capacity: no memset per chunk.

@@ -430,14 +430,25 @@ async fn write_offload(
     segments: u64,
     counters: &TunCounters,
 ) {
-    match device.device.send(frame).await {
+    let written = device.device.send(frame).await;
+    count_written(written, segments, ip_len, counters);
+}
+
+/// Counts a device write of `packets` packets (`bytes` of IP) as delivered or dropped.
+fn count_written<T>(
+    written: std::io::Result<T>,
+    packets: u64,
+    bytes: usize,
+    counters: &TunCounters,
+) {
+    match written {
         Ok(_) => {
-            TunCounters::add(&counters.packets_in, segments);
-            TunCounters::add(&counters.bytes_in, ip_len as u64);
+            TunCounters::add(&counters.packets_in, packets);
+            TunCounters::add(&counters.bytes_in, bytes as u64);
         }
         Err(e) => {
-            tracing::debug!(error = %e, "TUN device refused a super-packet");
-            TunCounters::add(&counters.dropped_device, segments);
+            tracing::debug!(error = %e, packets, "TUN device refused packets");
+            TunCounters::add(&counters.dropped_device, packets);
         }
     }
 }
@@ -455,19 +466,10 @@ async fn write_packets(
     }
     let count = packets.len() as u64;
     let bytes: usize = packets.iter().map(|p| p.len() - VIRTIO_NET_HDR_LEN).sum();
-    match device
+    let written = device
         .device
         .send_multiple(gro, packets, VIRTIO_NET_HDR_LEN)
-        .await
-    {
-        Ok(_) => {
-            TunCounters::add(&counters.packets_in, count);
-            TunCounters::add(&counters.bytes_in, bytes as u64);
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "TUN device refused packets");
-            TunCounters::add(&counters.dropped_device, count);
-        }
-    }
+        .await;
+    count_written(written, count, bytes, counters);
     packets.clear();
 }

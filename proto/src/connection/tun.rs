@@ -58,12 +58,17 @@ pub fn encode_ip(packet: &[u8], out: &mut Vec<u8>) -> bool {
     if packet.len() + 4 > MAX_TUN_PACKET {
         return false;
     }
-    out.reserve(8 + packet.len());
-    Writer::new(out)
-        .u32((packet.len() + 4) as u32)
-        .u32(af)
-        .raw(packet);
+    push_frame(af, packet, out);
     true
+}
+
+/// Appends one frame, `body` after its length and address family.
+fn push_frame(af: u32, body: &[u8], out: &mut Vec<u8>) {
+    out.reserve(8 + body.len());
+    Writer::new(out)
+        .u32((body.len() + 4) as u32)
+        .u32(af)
+        .raw(body);
 }
 
 /// Appends one offload frame to `out`: `raw` is a virtio-net header and an IP packet, as an
@@ -74,11 +79,7 @@ pub fn encode_offload(raw: &[u8], out: &mut Vec<u8>) -> bool {
     if address_family(ip).is_none() || raw.len() + 4 > MAX_TUN_FRAME {
         return false;
     }
-    out.reserve(8 + raw.len());
-    Writer::new(out)
-        .u32((raw.len() + 4) as u32)
-        .u32(AF_OFFLOAD)
-        .raw(raw);
+    push_frame(AF_OFFLOAD, raw, out);
     true
 }
 

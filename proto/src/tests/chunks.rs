@@ -1,8 +1,8 @@
 //! The copy-saving data path: reading into `input_space` and taking channel data by value.
 
 use super::util::{Pair, pattern};
+use crate::Event;
 use crate::connection::CHUNK;
-use crate::{ChannelKind, Event, TunMode};
 
 /// Moves the client's output to the server through `input_space`/`handle_received`, in reads
 /// of at most `read` bytes, as the daemon's driver does.
@@ -70,19 +70,7 @@ fn taking_datagrams_returns_their_payload_to_the_window() {
     // A tun channel's window counts packets without their length prefixes: taking a chunk
     // of prefixed packets must return exactly the packet bytes, or the windows drift apart.
     let mut pair = Pair::connected_with_windows(64 * 1024, 32 * 1024);
-    let cid = pair
-        .client
-        .open_channel(ChannelKind::Tun {
-            mode: TunMode::PointToPoint,
-            unit: None,
-        })
-        .unwrap();
-    pair.run();
-    let Some(Event::ChannelOpenRequest { id: sid, .. }) =
-        pair.server_event(|e| matches!(e, Event::ChannelOpenRequest { .. }))
-    else {
-        panic!("server saw no open request")
-    };
+    let (cid, sid) = pair.open_tun();
     let packet = vec![0x45u8; 1000];
     let mut framed = Vec::new();
     for _ in 0..200 {

@@ -459,19 +459,7 @@ fn external_key_is_offered_first_then_signed_on_request() {
 fn tun_channels_keep_one_packet_per_message() {
     use crate::connection::tun::{TunDecoder, encode_ip};
     let mut pair = Pair::connected();
-    let cid = pair
-        .client
-        .open_channel(ChannelKind::Tun {
-            mode: crate::TunMode::PointToPoint,
-            unit: None,
-        })
-        .unwrap();
-    pair.run();
-    let Some(Event::ChannelOpenRequest { id: sid, .. }) =
-        pair.server_event(|e| matches!(e, Event::ChannelOpenRequest { .. }))
-    else {
-        panic!()
-    };
+    let (cid, sid) = pair.open_tun();
     let mut a = vec![0u8; 60];
     a[0] = 0x45;
     let mut b = vec![0u8; 1400];

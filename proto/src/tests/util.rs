@@ -210,15 +210,24 @@ impl Pair {
 
     /// Opens a direct-tcpip channel from the client and returns (client id, server id).
     pub fn open_channel(&mut self) -> (ChannelId, ChannelId) {
-        let cid = self
-            .client
-            .open_channel(crate::ChannelKind::DirectTcpip {
-                host: "echo".into(),
-                port: 7,
-                originator: "127.0.0.1".into(),
-                originator_port: 1234,
-            })
-            .unwrap();
+        self.open(crate::ChannelKind::DirectTcpip {
+            host: "echo".into(),
+            port: 7,
+            originator: "127.0.0.1".into(),
+            originator_port: 1234,
+        })
+    }
+
+    /// Opens a point-to-point tun channel from the client and returns (client id, server id).
+    pub fn open_tun(&mut self) -> (ChannelId, ChannelId) {
+        self.open(crate::ChannelKind::Tun {
+            mode: crate::TunMode::PointToPoint,
+            unit: None,
+        })
+    }
+
+    fn open(&mut self, kind: crate::ChannelKind) -> (ChannelId, ChannelId) {
+        let cid = self.client.open_channel(kind).unwrap();
         self.run();
         let Some(Event::ChannelOpenRequest { id: sid, .. }) =
             self.server_event(|e| matches!(e, Event::ChannelOpenRequest { .. }))
