@@ -17,8 +17,8 @@ use sshvpn_proto::{
     ChannelId, ChannelKind, Connection, DisconnectReason, Error, Event, GlobalRequest, HostKey,
     OpenFailure, PublicKey, RequestId,
 };
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, Interest};
+use tokio::net::{TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
 
 pub use stream::{
@@ -71,6 +71,30 @@ fn quickack(socket: &TcpStream) {
             (&raw const on).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
+    }
+}
+
+/// Reads what the socket holds into `buf`. A read that does not fill `buf` has emptied the
+/// socket's receive queue (a TCP read takes all there is, up to the buffer's size), so the
+/// socket is marked not ready at once: the driver then hands on what it read (to a TUN
+/// device, a local socket) and waits for the next data, instead of first reading again only
+/// to be told `WouldBlock`, a system call in the path of every interactive packet. Data that
+/// arrives after the read raises a new readiness event, which is not lost: tokio clears the
+/// readiness only if no event came in since it was taken (as its own `poll_read` does).
+fn read_draining(socket: &OwnedReadHalf, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut drained = None;
+    let result = socket.as_ref().try_io(Interest::READABLE, || {
+        let n = socket.try_read(buf)?;
+        if 0 < n && n < buf.len() {
+            // `WouldBlock` is how `try_io` is told to clear the readiness.
+            drained = Some(n);
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match drained {
+        Some(n) => Ok(n),
+        None => result,
     }
 }
 
@@ -418,7 +442,7 @@ impl Driver {
                     if r.is_err() {
                         break Err(self.conn.handle_eof());
                     }
-                    match rd.try_read(self.conn.input_space()) {
+                    match read_draining(&rd, self.conn.input_space()) {
                         Ok(0) => break Err(self.conn.handle_eof()),
                         Ok(n) => {
                             // sshvpnd peers write with TCP_NODELAY: nothing to unblock there.

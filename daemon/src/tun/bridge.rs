@@ -212,7 +212,7 @@ async fn device_to_channel(
             )
             .await
         };
-        let Some(pending) = read else {
+        let Some(Read { pending, waited }) = read else {
             // The device is gone (or the descriptor broke): nothing more will come.
             return;
         };
@@ -249,7 +249,20 @@ async fn device_to_channel(
             TunCounters::add(&counters.dropped_link_down, pending);
         }
         batch.clear();
+        if waited {
+            // A packet that came alone (a ping, a keystroke): let the driver seal and send it
+            // before the device is read again, which would only say there is nothing more.
+            tokio::task::yield_now().await;
+        }
     }
+}
+
+/// What one turn of reading the device gave.
+struct Read {
+    /// Packets framed into the batch.
+    pending: u64,
+    /// The device was empty when the turn began: the read waited for this packet.
+    waited: bool,
 }
 
 /// One device read split into MTU-sized packets, framed for any peer. Returns the packets
@@ -261,15 +274,23 @@ async fn read_split_packets(
     sizes: &mut [usize],
     batch: &mut Vec<u8>,
     counters: &TunCounters,
-) -> Option<u64> {
-    let count = match device.device.recv_multiple(raw, segments, sizes, 0).await {
+) -> Option<Read> {
+    let mut waited = false;
+    let read = match device.device.try_recv_multiple(raw, segments, sizes, 0) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            waited = true;
+            device.device.recv_multiple(raw, segments, sizes, 0).await
+        }
+        read => read,
+    };
+    let count = match read {
         Ok(count) => count,
         Err(e) if e.raw_os_error().is_some() => return None,
         // A super-packet that could not be split: drop it, keep reading.
         Err(e) => {
             tracing::debug!(error = %e, "dropping a packet from the TUN device");
             TunCounters::add(&counters.dropped_invalid, 1);
-            return Some(0);
+            return Some(Read { pending: 0, waited });
         }
     };
     let mut pending = 0u64;
@@ -280,27 +301,28 @@ async fn read_split_packets(
             TunCounters::add(&counters.dropped_invalid, 1);
         }
     }
-    Some(pending)
+    Some(Read { pending, waited })
 }
 
-/// Device reads taken as they are (header and super-packet) into offload frames: one read,
-/// waiting, then whatever more is ready at once, up to `OFFLOAD_BATCH` (a burst of small
-/// packets such as ACKs goes out in one channel write). Returns the packets the frames will
-/// make on the peer's side, or `None` once the device is gone.
+/// Device reads taken as they are (header and super-packet) into offload frames: what is
+/// queued, up to `OFFLOAD_BATCH` (a burst of small packets such as ACKs goes out in one
+/// channel write), or if nothing is, the next packet as soon as it comes. Returns the packets
+/// the frames will make on the peer's side, or `None` once the device is gone.
 async fn read_offload_frames(
     device: &TunDevice,
     raw: &mut [u8],
     batch: &mut Vec<u8>,
     counters: &TunCounters,
-) -> Option<u64> {
+) -> Option<Read> {
     let mut pending = 0u64;
-    let mut first = true;
-    while batch.len() + raw.len() <= OFFLOAD_BATCH {
-        let read = if first {
-            first = false;
-            device.device.recv(raw).await
-        } else {
-            device.device.try_recv(raw)
+    let mut waited = false;
+    while batch.len() + raw.len() <= OFFLOAD_BATCH && !waited {
+        let read = match device.device.try_recv(raw) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && batch.is_empty() => {
+                waited = true;
+                device.device.recv(raw).await
+            }
+            read => read,
         };
         let n = match read {
             Ok(n) => n,
@@ -314,7 +336,7 @@ async fn read_offload_frames(
             _ => TunCounters::add(&counters.dropped_invalid, 1),
         }
     }
-    Some(pending)
+    Some(Read { pending, waited })
 }
 
 async fn channel_to_device(
