@@ -109,11 +109,11 @@ new_sshd_tun() {
   local t=""; for _ in $(seq 100); do t=$(comm -13 <(echo "$1") <(sshd_tuns) | head -1); [ -n "$t" ] && break; sleep 0.05; done
   ip -n $S addr replace "$2" dev "$t"; ip -n $S link set "$t" up; }
 
-# Pings the three tunnels of part "lat" and the bare veth at once, 200 each, 10 ms apart;
+# Pings the three tunnels of part "lat" and the bare veth at once, 500 each, 10 ms apart;
 # $1 names the state ("" fresh, "b" after bulk) in the figures' keys.
 ping_all() {
   local pings=() far
-  for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 200 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
+  for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 500 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
   wait "${pings[@]}" || true
   R[lat$1_ossh_$short]+="$(rtt_of "$work/ping-10.79.0.1") "; R[lat$1_vpnd_$short]+="$(rtt_of "$work/ping-10.79.1.1") "
   R[latv$1_vpnd_$short]+="$(rtt_of "$work/ping-10.78.0.1") "; R[lat_veth]+="$(rtt_of "$work/ping-10.210.0.2") "
