@@ -19,7 +19,7 @@ use sshvpn_proto::{
 };
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, tcp::OwnedReadHalf};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use stream::{
     ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, OPEN_STREAMS, splice,
@@ -369,7 +369,7 @@ pub fn spawn(
     let (cmd_tx, cmd_rx) = mpsc::channel(256);
     let (incoming_tx, incoming_rx) = mpsc::channel(INCOMING_QUEUE);
     let (state_tx, state_rx) = watch::channel(State::Handshaking);
-    let room = Arc::new(Notify::new());
+    let room = Arc::new(stream::Room::default());
     let handle = Handle {
         cmd: cmd_tx,
         state: state_rx,
@@ -388,6 +388,7 @@ pub fn spawn(
         pending_globals: HashMap::new(),
         rtt: None,
         pump_turn: 0,
+        pump_order: Vec::new(),
     };
     let task = tokio::spawn(driver.run(socket));
     (handle, incoming_rx, task)
@@ -400,7 +401,7 @@ struct Driver {
     cmds: mpsc::Receiver<Cmd>,
     incoming: mpsc::Sender<Incoming>,
     state: watch::Sender<State>,
-    room: Arc<Notify>,
+    room: Arc<stream::Room>,
     /// Buffers the channel readers have written out, for the connection to reuse.
     returned: stream::Returned,
     bridges: HashMap<ChannelId, Bridge>,
@@ -409,6 +410,8 @@ struct Driver {
     rtt: Option<std::time::Duration>,
     /// Which channel `pump` serves first this time (it rotates).
     pump_turn: usize,
+    /// The order `pump` serves the channels in, kept to reuse its memory.
+    pump_order: Vec<ChannelId>,
 }
 
 impl Driver {
@@ -473,7 +476,7 @@ impl Driver {
                     // Every handle is gone: nobody can use this connection any more.
                     None => self.conn.disconnect(DisconnectReason::BY_APPLICATION, "shutting down"),
                 },
-                () = self.room.notified() => {}
+                () = self.room.freed() => {}
                 () = sleep => {
                     let _ = self.conn.handle_timeout(Instant::now());
                 }
@@ -613,15 +616,18 @@ impl Driver {
         // Once output waits for the socket, the channels pumped first take the room; start
         // with a different one each time so that none starves (a ping in the tunnel behind
         // bulk forwards).
-        let mut ids: Vec<ChannelId> = self.bridges.keys().copied().collect();
+        let mut ids = std::mem::take(&mut self.pump_order);
+        ids.extend(self.bridges.keys().copied());
         if !ids.is_empty() {
             let first = self.pump_turn % ids.len();
             ids.rotate_left(first);
             self.pump_turn = self.pump_turn.wrapping_add(1);
         }
-        for id in ids {
+        for &id in &ids {
             self.pump_channel(id);
         }
+        ids.clear();
+        self.pump_order = ids;
         Ok(())
     }
 
@@ -671,7 +677,14 @@ impl Driver {
         // window, which is what slows the peer down.
         if let Some(tx) = &b.inbound {
             while !self.conn.channel_data(id).is_empty() {
-                let Ok(permit) = tx.try_reserve() else { break };
+                let permit = match tx.try_reserve() {
+                    Ok(permit) => permit,
+                    Err(_) => {
+                        self.room.want();
+                        let Ok(permit) = tx.try_reserve() else { break };
+                        permit
+                    }
+                };
                 let Some(chunk) = self.conn.channel_take(id) else {
                     break;
                 };

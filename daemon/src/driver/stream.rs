@@ -4,11 +4,12 @@
 //! driver refills as the SSH window takes data), and the driver only drains the SSH window as
 //! fast as the reader takes chunks, so a slow local peer slows the remote one down.
 
+use std::sync::atomic::{AtomicBool, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::ChannelId;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, futures::Notified, mpsc};
 
 use super::Cmd;
 
@@ -51,7 +52,7 @@ impl ChannelStream {
         cmd: mpsc::Sender<Cmd>,
         credit: Arc<Semaphore>,
         rx: mpsc::Receiver<Inbound>,
-        room: Arc<Notify>,
+        room: Arc<Room>,
         returned: Returned,
     ) -> Self {
         OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -81,9 +82,42 @@ impl ChannelStream {
 pub struct ChannelReader {
     id: ChannelId,
     rx: mpsc::Receiver<Inbound>,
-    room: Arc<Notify>,
+    room: Arc<Room>,
     returned: Returned,
     finished: bool,
+}
+
+/// How channel readers wake the driver when it waits for room in one of their queues. The
+/// driver asks (`want`) only when it found a queue full; a reader taking from a queue that
+/// never filled (a ping, a keystroke) then costs the driver no extra turn.
+#[derive(Debug, Default)]
+pub(super) struct Room {
+    freed: Notify,
+    wanted: AtomicBool,
+}
+
+impl Room {
+    /// Driver: a reader's queue was full; the next reader to take an item says so. Look at the
+    /// queue once more after this: the reader may have taken one before it saw the request.
+    pub(super) fn want(&self) {
+        self.wanted.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `took`: either the driver's second look sees the freed
+        // slot, or the reader sees the request.
+        fence(Ordering::SeqCst);
+    }
+
+    /// Reader: an item was taken from a queue.
+    fn took(&self) {
+        fence(Ordering::SeqCst);
+        if self.wanted.swap(false, Ordering::SeqCst) {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Driver: completes once a reader took an item after `want`.
+    pub(super) fn freed(&self) -> Notified<'_> {
+        self.freed.notified()
+    }
 }
 
 /// Data buffers readers are done with, on their way back to the driver for reuse: a busy
@@ -119,8 +153,8 @@ impl ChannelReader {
             return Inbound::Closed;
         }
         let item = self.rx.recv().await.unwrap_or(Inbound::Closed);
-        // Tell the driver there is room again, so it can move more out of the SSH window.
-        self.room.notify_one();
+        // Tell the driver if it waits for room, so it can move more out of the SSH window.
+        self.room.took();
         if matches!(item, Inbound::Closed) {
             self.finished = true;
         }
