@@ -98,6 +98,21 @@ fn read_draining(socket: &OwnedReadHalf, buf: &mut [u8]) -> std::io::Result<usiz
     }
 }
 
+/// A slot in a channel reader's queue, or, if the queue is full, `None` and the reader asked
+/// to wake the driver (`Room`) when it takes something: whatever waits for the slot (data, the
+/// peer's EOF or close) is then tried again.
+fn reserve<'a>(
+    tx: &'a mpsc::Sender<Inbound>,
+    room: &stream::Room,
+) -> Option<mpsc::Permit<'a, Inbound>> {
+    if let Ok(permit) = tx.try_reserve() {
+        return Some(permit);
+    }
+    room.want();
+    // The reader may have taken an item before it could see the request.
+    tx.try_reserve().ok()
+}
+
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
@@ -418,6 +433,14 @@ impl Driver {
     async fn run(mut self, socket: TcpStream) -> Result<(), Error> {
         let _ = socket.set_nodelay(true);
         let (rd, mut wr) = socket.into_split();
+        // The timer and the wait for room are kept from one turn to the next, set again only
+        // when the deadline moves or after they fire: a turn per packet does not re-register
+        // them each time.
+        let timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let room = self.room.clone();
+        let mut room_freed = std::pin::pin!(room.freed());
         let result = loop {
             if let Err(e) = self.pump() {
                 break Err(e);
@@ -431,17 +454,19 @@ impl Driver {
                 break Err(self.conn.closed().cloned().unwrap_or_else(closed));
             }
             let timeout = self.conn.poll_timeout();
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
+            if timeout != armed {
+                if let Some(t) = timeout {
+                    timer.as_mut().reset(t.into());
                 }
-            };
+                armed = timeout;
+            }
             // The socket is read straight into the connection's receive buffer, where the
             // packets are decrypted in place.
             let can_read = pending < MAX_PENDING_OUTPUT && !self.conn.input_space().is_empty();
             tokio::select! {
-                r = rd.readable(), if can_read => {
+                // Readiness through the socket's own waker slot, not a waiter list entry
+                // added and removed on every turn.
+                r = std::future::poll_fn(|cx| rd.as_ref().poll_read_ready(cx)), if can_read => {
                     if r.is_err() {
                         break Err(self.conn.handle_eof());
                     }
@@ -476,8 +501,9 @@ impl Driver {
                     // Every handle is gone: nobody can use this connection any more.
                     None => self.conn.disconnect(DisconnectReason::BY_APPLICATION, "shutting down"),
                 },
-                () = self.room.freed() => {}
-                () = sleep => {
+                () = &mut room_freed => room_freed.set(room.freed()),
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     let _ = self.conn.handle_timeout(Instant::now());
                 }
             }
@@ -675,15 +701,11 @@ impl Driver {
         }
         // SSH → local, as fast as the reader takes it; what it does not take stays in the
         // window, which is what slows the peer down.
+        let mut closed = false;
         if let Some(tx) = &b.inbound {
             while !self.conn.channel_data(id).is_empty() {
-                let permit = match tx.try_reserve() {
-                    Ok(permit) => permit,
-                    Err(_) => {
-                        self.room.want();
-                        let Ok(permit) = tx.try_reserve() else { break };
-                        permit
-                    }
+                let Some(permit) = reserve(tx, &self.room) else {
+                    break;
                 };
                 let Some(chunk) = self.conn.channel_take(id) else {
                     break;
@@ -691,13 +713,22 @@ impl Driver {
                 permit.send(Inbound::Data(chunk));
             }
             if self.conn.channel_data(id).is_empty() {
-                if b.peer_eof && tx.try_send(Inbound::Eof).is_ok() {
+                if b.peer_eof
+                    && let Some(permit) = reserve(tx, &self.room)
+                {
+                    permit.send(Inbound::Eof);
                     b.peer_eof = false;
                 }
-                if b.peer_closed && tx.try_send(Inbound::Closed).is_ok() {
-                    b.inbound = None;
+                if b.peer_closed
+                    && let Some(permit) = reserve(tx, &self.room)
+                {
+                    permit.send(Inbound::Closed);
+                    closed = true;
                 }
             }
+        }
+        if closed {
+            b.inbound = None;
         }
     }
 
