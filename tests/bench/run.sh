@@ -2,11 +2,11 @@
 # sshvpnd against OpenSSH, measured in the same run, alternating, on two network namespaces
 # joined by a veth pair (client "C", server "S"). Prints one markdown table of medians and the
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
-#   ROUNDS=3 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
+#   ROUNDS=5 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
 # PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv lat ref first mem many.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-5}
 CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
 CLIENTS=${CLIENTS:-500}
