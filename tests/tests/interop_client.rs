@@ -14,9 +14,11 @@ use sshvpn_proto::transport::kex::KexAlg;
 use sshvpn_proto::{Ed25519Key, Identity};
 use sshvpn_tests::harness::{
     EchoServer, KeyPair, Sshd, SshdOptions, TestDir, openssh_kex_methods, transfer_echo,
+    write_pattern,
 };
 use sshvpn_tests::peers;
 use sshvpnd::trust::HostKeyVerdict;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const SIXTY_FOUR_MIB: usize = 64 << 20;
@@ -66,6 +68,55 @@ async fn moves_64_mib_through_direct_tcpip_with_each_cipher() {
         assert_eq!(info.cipher.as_deref(), Some(cipher.name()));
         assert!(info.peer_ident.unwrap().starts_with("SSH-2.0-OpenSSH"));
     }
+}
+
+/// A local reader far slower than the tunnel: the driver's queue toward it stays full most of
+/// the time, and the driver moves data (then the echo's EOF) only as the reader makes room.
+/// Every byte and then the EOF must still reach the reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_local_reader_gets_every_byte_and_the_eof() {
+    const TOTAL: usize = 16 << 20;
+    let (dir, sshd, key, echo) = setup(SshdOptions::default()).await;
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |_| {}).await;
+    let user = tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
+    assert_eq!(user.unwrap().unwrap(), "root", "sshd log:\n{}", sshd.log());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let forward = tokio::spawn(sshvpnd::forward::local_forward(
+        listener,
+        client.handle.clone(),
+        "127.0.0.1".into(),
+        echo.port,
+    ));
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let send = tokio::spawn(async move {
+        write_pattern(&mut writer, TOTAL).await.unwrap();
+        writer.shutdown().await.unwrap();
+    });
+    let receive = async {
+        let mut buf = vec![0u8; 16 << 10];
+        let mut got = 0usize;
+        let mut reads = 0u32;
+        loop {
+            let n = reader.read(&mut buf).await.unwrap();
+            if n == 0 {
+                return got;
+            }
+            got += n;
+            reads += 1;
+            if reads % 8 == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    };
+    let got = tokio::time::timeout(Duration::from_secs(60), receive).await;
+    forward.abort();
+    send.await.unwrap();
+    assert_eq!(
+        got.expect("the echo's bytes or its EOF never reached the slow reader (60 s)"),
+        TOTAL
+    );
 }
 
 /// Every key exchange method the installed sshd also knows, each forced alone, then our default
