@@ -105,7 +105,7 @@ async fn slow_local_reader_gets_every_byte_and_the_eof() {
             }
             got += n;
             reads += 1;
-            if reads % 8 == 0 {
+            if reads.is_multiple_of(8) {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         }
