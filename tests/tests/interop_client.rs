@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use sshvpn_proto::ChannelKind;
 use sshvpn_proto::keys::load_private_key_file;
 use sshvpn_proto::transport::cipher::CipherAlg;
 use sshvpn_proto::transport::kex::KexAlg;
@@ -17,6 +18,7 @@ use sshvpn_tests::harness::{
     write_pattern,
 };
 use sshvpn_tests::peers;
+use sshvpnd::driver::{ChannelStream, Inbound};
 use sshvpnd::trust::HostKeyVerdict;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -117,6 +119,55 @@ async fn slow_local_reader_gets_every_byte_and_the_eof() {
         got.expect("the echo's bytes or its EOF never reached the slow reader (60 s)"),
         TOTAL
     );
+}
+
+/// The reader of a channel leaves its queue full while the rest of the data and the peer's
+/// EOF arrive, then takes one item at a time: the driver must move each chunk into each freed
+/// slot and then the EOF, although the last chunk fills the queue again (the EOF then waits
+/// for room like data does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eof_behind_a_full_reader_queue_is_delivered() {
+    const TOTAL: usize = 8 << 20;
+    let (dir, sshd, key, echo) = setup(SshdOptions::default()).await;
+    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |_| {}).await;
+    let user = tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
+    assert_eq!(user.unwrap().unwrap(), "root", "sshd log:\n{}", sshd.log());
+    let stream = client
+        .handle
+        .open(ChannelKind::DirectTcpip {
+            host: "127.0.0.1".into(),
+            port: u32::from(echo.port),
+            originator: "127.0.0.1".into(),
+            originator_port: 1,
+        })
+        .await
+        .unwrap();
+    let ChannelStream {
+        mut reader,
+        mut writer,
+    } = stream;
+    let mut sent = 0;
+    while sent < TOTAL {
+        writer.send(vec![7u8; 32 << 10]).await.unwrap();
+        sent += 32 << 10;
+    }
+    writer.eof().await;
+    // Long enough for the echo to fill the queue and the windows, and for its EOF to come.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut got = 0;
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(10), reader.recv())
+            .await
+            .unwrap_or_else(|_| panic!("nothing more after {got} of {TOTAL} bytes: EOF lost"));
+        match item {
+            Inbound::Data(data) => got += data.len(),
+            Inbound::Eof | Inbound::Closed => break,
+            Inbound::Request { .. } => {}
+        }
+        // One item at a time: the driver refills each freed slot before the next is taken.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(got, TOTAL);
 }
 
 /// Every key exchange method the installed sshd also knows, each forced alone, then our default
