@@ -25,8 +25,11 @@ use tokio::net::TcpListener;
 
 const SIXTY_FOUR_MIB: usize = 64 << 20;
 
-/// Runs a local forward over `client` to the echo server and pushes `total` bytes through it.
-async fn echo_through(client: &peers::Client, echo: &EchoServer, total: usize) {
+/// A local forward over `client` to the echo server: its address and its task.
+async fn forward_to_echo(
+    client: &peers::Client,
+    echo: &EchoServer,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let forward = tokio::spawn(sshvpnd::forward::local_forward(
@@ -35,6 +38,20 @@ async fn echo_through(client: &peers::Client, echo: &EchoServer, total: usize) {
         "127.0.0.1".into(),
         echo.port,
     ));
+    (addr, forward)
+}
+
+/// A client with default settings, logged in to `sshd` as root.
+async fn logged_in(dir: &TestDir, sshd: &Sshd, key: &KeyPair) -> peers::Client {
+    let client = peers::connect(dir, sshd.port(), key, &sshd.known_hosts_line(), |_| {}).await;
+    let user = tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
+    assert_eq!(user.unwrap().unwrap(), "root", "sshd log:\n{}", sshd.log());
+    client
+}
+
+/// Runs a local forward over `client` to the echo server and pushes `total` bytes through it.
+async fn echo_through(client: &peers::Client, echo: &EchoServer, total: usize) {
+    let (addr, forward) = forward_to_echo(client, echo).await;
     let result = transfer_echo(addr, total, Duration::from_secs(120)).await;
     forward.abort();
     result.unwrap();
@@ -79,17 +96,8 @@ async fn moves_64_mib_through_direct_tcpip_with_each_cipher() {
 async fn slow_local_reader_gets_every_byte_and_the_eof() {
     const TOTAL: usize = 16 << 20;
     let (dir, sshd, key, echo) = setup(SshdOptions::default()).await;
-    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |_| {}).await;
-    let user = tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
-    assert_eq!(user.unwrap().unwrap(), "root", "sshd log:\n{}", sshd.log());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let forward = tokio::spawn(sshvpnd::forward::local_forward(
-        listener,
-        client.handle.clone(),
-        "127.0.0.1".into(),
-        echo.port,
-    ));
+    let client = logged_in(&dir, &sshd, &key).await;
+    let (addr, forward) = forward_to_echo(&client, &echo).await;
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     let send = tokio::spawn(async move {
@@ -129,9 +137,7 @@ async fn slow_local_reader_gets_every_byte_and_the_eof() {
 async fn eof_behind_a_full_reader_queue_is_delivered() {
     const TOTAL: usize = 8 << 20;
     let (dir, sshd, key, echo) = setup(SshdOptions::default()).await;
-    let client = peers::connect(&dir, sshd.port(), &key, &sshd.known_hosts_line(), |_| {}).await;
-    let user = tokio::time::timeout(Duration::from_secs(10), client.handle.authenticated()).await;
-    assert_eq!(user.unwrap().unwrap(), "root", "sshd log:\n{}", sshd.log());
+    let client = logged_in(&dir, &sshd, &key).await;
     let stream = client
         .handle
         .open(ChannelKind::DirectTcpip {
