@@ -441,9 +441,19 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         let room = self.room.clone();
         let mut room_freed = std::pin::pin!(room.freed());
+        let mut ack_owed = false;
         let result = loop {
             if let Err(e) = self.pump() {
                 break Err(e);
+            }
+            if ack_owed {
+                // The ACK (see `quickack`) goes after what pump just handed on: the channel
+                // tasks run before this one resumes, so a ping reply reaches the TUN device
+                // without waiting for a system call that sends a segment.
+                ack_owed = false;
+                tokio::task::yield_now().await;
+                quickack(rd.as_ref());
+                continue;
             }
             let pending = self.conn.transmit().len();
             if self.conn.closed().is_some() {
@@ -480,7 +490,7 @@ impl Driver {
                                     .peer_ident()
                                     .is_some_and(|i| i.starts_with("SSH-2.0-sshvpn_"))
                             {
-                                quickack(rd.as_ref());
+                                ack_owed = true;
                             }
                             if self.conn.handle_received(n, Instant::now()).is_err() {
                                 continue;
