@@ -109,14 +109,22 @@ new_sshd_tun() {
   local t=""; for _ in $(seq 100); do t=$(comm -13 <(echo "$1") <(sshd_tuns) | head -1); [ -n "$t" ] && break; sleep 0.05; done
   ip -n $S addr replace "$2" dev "$t"; ip -n $S link set "$t" up; }
 
-# Pings the three tunnels of part "lat" and the bare veth at once, 500 each, 10 ms apart;
-# $1 names the state ("" fresh, "b" after bulk) in the figures' keys.
+# Pings the three tunnels of part "lat" and the bare veth one at a time, 300 each, 10 ms
+# apart, in an order that rotates with the round; $1 names the state ("" fresh, "b" after
+# bulk) in the figures' keys. Keeps the added latency: each tunnel's median RTT minus the
+# bare veth's, measured in the same turn. Pinged alone, as a user pings a tunnel: pinging
+# them all at once (as the fifth and sixth measurements did) let the tunnels' processes
+# keep each other's CPUs awake and hid part of what each one costs.
 ping_all() {
-  local pings=() far
-  for far in 10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2; do inC ping -c 500 -i 0.01 $far > "$work/ping-$far" 2>&1 & pings+=($!); done
-  wait "${pings[@]}" || true
-  R[lat$1_ossh_$short]+="$(rtt_of "$work/ping-10.79.0.1") "; R[lat$1_vpnd_$short]+="$(rtt_of "$work/ping-10.79.1.1") "
-  R[latv$1_vpnd_$short]+="$(rtt_of "$work/ping-10.78.0.1") "; R[lat_veth]+="$(rtt_of "$work/ping-10.210.0.2") "
+  local fars=(10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2) i far
+  for i in 0 1 2 3; do
+    far=${fars[$(( (i + round) % 4 ))]}
+    inC ping -c 300 -i 0.01 $far > "$work/ping-$far" 2>&1 || true
+  done
+  local veth; veth=$(rtt_of "$work/ping-10.210.0.2")
+  added() { awk -v a="$(rtt_of "$work/ping-$1")" -v b="$veth" 'BEGIN { printf "%.3f", a - b }'; }
+  R[lat$1_ossh_$short]+="$(added 10.79.0.1) "; R[lat$1_vpnd_$short]+="$(added 10.79.1.1) "
+  R[latv$1_vpnd_$short]+="$(added 10.78.0.1) "; R[lat_veth]+="$veth "
 }
 
 for cipher in $CIPHERS; do
@@ -162,10 +170,9 @@ for cipher in $CIPHERS; do
       start_vpnd tunv
       R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
     fi
-    # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once,
-    # and all three and the bare veth are pinged at the same time, so that the machine's
-    # neighbours weigh on every figure alike: once fresh, and once more right after each
-    # tunnel carried a bulk transfer, as a tunnel in use has.
+    # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once
+    # and pinged in turn (ping_all): once fresh, and once more right after each tunnel
+    # carried a bulk transfer, as a tunnel in use has.
     if want lat; then
       known=$(sshd_tuns)
       ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.210.0.2 & P=$!
@@ -281,10 +288,10 @@ for cipher in $CIPHERS; do
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
-  row "ping RTT through a tunnel to sshd, median ($s; bare veth $(echo ${R[lat_veth]:-} | tr ' ' '\n' | median) ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
-  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, median ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
-  row "ping RTT to sshd right after a bulk transfer, median ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
-  row "ping RTT sshvpnd↔sshvpnd vs ssh -w↔sshd, after bulk, median ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
+  row "added latency through a tunnel to sshd: ping RTT minus bare veth ($s; bare veth $(echo ${R[lat_veth]:-} | tr ' ' '\n' | median) ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
+  row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
+  row "added latency to sshd right after a bulk transfer ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
+  row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd, after bulk ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
 done
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
