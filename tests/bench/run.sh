@@ -4,6 +4,8 @@
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
 #   ROUNDS=5 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
 # PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv lat ref first mem many.
+# BASELINE=/path/to/an/other/sshvpnd adds that build to part "lat" (a link to sshd and one to
+# a server of its own), pinged in the same turns: an A/B of two builds, with OpenSSH alongside.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}
@@ -14,6 +16,8 @@ PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv lat ref first mem many} "
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
+BASELINE=${BASELINE:-}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
 cargo build --release -q -p sshvpnd -p sshvpnctl -p sshvpn-tests --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/sshvpn-bench.XXXXXX)
@@ -63,6 +67,10 @@ max_startups = 2000
 max_startups_per_source = 2000
 CFG
 inS "$bin/sshvpnd" -c "$work/server.toml" 2>"$work/server.log" &
+if [ -n "$BASELINE" ]; then
+  sed -e "s/:2222/:2223/; s/10.78.0.0/10.77.0.0/; s/server\([.-]\)/baseline\1/g" "$work/server.toml" > "$work/baseline.toml"
+  inS "$BASELINE" -c "$work/baseline.toml" 2>"$work/baseline.log" &
+fi
 inS iperf3 -s -D -p 5201 >/dev/null
 inS "$bin/netprobe" sink-forever 0.0.0.0:5400 >/dev/null &
 inS "$bin/netprobe" echo-forever 0.0.0.0:5401 >/dev/null &
@@ -70,7 +78,7 @@ inS "$bin/netprobe" echo-forever 0.0.0.0:5401 >/dev/null &
 inS "$bin/netprobe" relay 10.210.0.2:6031 127.0.0.1:5201 >/dev/null &
 inC "$bin/netprobe" relay 127.0.0.1:6030 10.210.0.2:6031 >/dev/null &
 echo "10.210.0.2 $(cut -d' ' -f1,2 "$work/host.pub")" > "$work/known_hosts"
-echo "[10.210.0.2]:2222 $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"
+for port in 2222 2223; do echo "[10.210.0.2]:$port $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"; done
 sleep 1
 
 SSH=(ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -o IdentitiesOnly=yes -i "$work/user")
@@ -100,7 +108,7 @@ ciphers = ["$2"]
 $4
 CFG
 }
-start_vpnd() { ip netns exec $C "$bin/sshvpnd" -c "$work/$1.toml" 2>"$work/$1.log" & VPND=$!; for _ in $(seq 200); do "$bin/sshvpnctl" --socket "$work/$1.sock" --json status 2>/dev/null | grep -q '"state":"up"' && return 0; sleep 0.05; done; echo "bench: link $1 did not come up" >&2; cat "$work/$1.log" >&2; return 1; }
+start_vpnd() { ip netns exec $C "${2:-$bin/sshvpnd}" -c "$work/$1.toml" 2>"$work/$1.log" & VPND=$!; for _ in $(seq 200); do "$bin/sshvpnctl" --socket "$work/$1.sock" --json status 2>/dev/null | grep -q '"state":"up"' && return 0; sleep 0.05; done; echo "bench: link $1 did not come up" >&2; cat "$work/$1.log" >&2; return 1; }
 stop() { kill "$@" 2>/dev/null || true; wait "$@" 2>/dev/null || true; }
 sshd_tun() { for _ in $(seq 100); do t=$(ip -n $S -o link show | grep -o 'tun[0-9]*' | tail -1 || true); [ -n "$t" ] && break; sleep 0.05; done; ip -n $S addr replace 10.79.0.1/30 dev "$t"; ip -n $S link set "$t" up; }
 # With several tunnels to sshd at once: its devices, and the one not in $1 configured as $2.
@@ -117,14 +125,16 @@ new_sshd_tun() {
 # keep each other's CPUs awake and hid part of what each one costs.
 ping_all() {
   local fars=(10.79.0.1 10.79.1.1 10.78.0.1 10.210.0.2) i far
-  for i in 0 1 2 3; do
-    far=${fars[$(( (i + round) % 4 ))]}
+  [ -z "$BASELINE" ] || fars+=(10.79.2.1 10.77.0.1)
+  for i in "${!fars[@]}"; do
+    far=${fars[$(( (i + round) % ${#fars[@]} ))]}
     inC ping -c 300 -i 0.01 $far > "$work/ping-$far" 2>&1 || true
   done
   local veth; veth=$(rtt_of "$work/ping-10.210.0.2")
   added() { awk -v a="$(rtt_of "$work/ping-$1")" -v b="$veth" 'BEGIN { printf "%.3f", a - b }'; }
   R[lat$1_ossh_$short]+="$(added 10.79.0.1) "; R[lat$1_vpnd_$short]+="$(added 10.79.1.1) "
   R[latv$1_vpnd_$short]+="$(added 10.78.0.1) "; R[lat_veth]+="$veth "
+  [ -z "$BASELINE" ] || { R[lat$1_base_$short]+="$(added 10.79.2.1) "; R[latv$1_base_$short]+="$(added 10.77.0.1) "; }
 }
 
 for cipher in $CIPHERS; do
@@ -182,11 +192,18 @@ for cipher in $CIPHERS; do
       client_cfg lat1 "$cipher" 22 $'[link.tun]\nlocal = "10.79.1.2/30"\nmtu = 1500'
       start_vpnd lat1; V1=$VPND; new_sshd_tun "$known" 10.79.1.1/30
       client_cfg lat2 "$cipher" 2222 $'[link.tun]\nmtu = 1500'
-      start_vpnd lat2; V2=$VPND
+      start_vpnd lat2; V2=$VPND; V3=; V4=
+      if [ -n "$BASELINE" ]; then
+        known=$(sshd_tuns)
+        client_cfg latb1 "$cipher" 22 $'[link.tun]\nlocal = "10.79.2.2/30"\nmtu = 1500'
+        start_vpnd latb1 "$BASELINE"; V3=$VPND; new_sshd_tun "$known" 10.79.2.1/30
+        client_cfg latb2 "$cipher" 2223 $'[link.tun]\nmtu = 1500'
+        start_vpnd latb2 "$BASELINE"; V4=$VPND
+      fi
       ping_all ""
-      for far in 10.79.0.1 10.79.1.1 10.78.0.1; do inC iperf3 -c $far -t 1 >/dev/null 2>&1 || true; done
+      for far in 10.79.0.1 10.79.1.1 10.78.0.1 ${V3:+10.79.2.1 10.77.0.1}; do inC iperf3 -c $far -t 1 >/dev/null 2>&1 || true; done
       ping_all b
-      stop $P $V1 $V2
+      stop $P $V1 $V2 $V3 $V4
     fi
     # Reference, no SSH at all: iperf3 over the bare veth, and through a plain TCP relay in
     # each namespace (netprobe relay: read and write through a buffer, no cipher), the most
@@ -292,6 +309,12 @@ for cipher in $CIPHERS; do
   row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "added latency to sshd right after a bulk transfer ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
   row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd, after bulk ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
+  if [ -n "$BASELINE" ]; then
+    row "added latency to sshd: this build (sshvpnd column) vs BASELINE (OpenSSH column) ($s)" "${R[lat_vpnd_$s]:-}" "${R[lat_base_$s]:-}" "ms"
+    row "added latency sshvpnd↔sshvpnd: this build vs BASELINE ($s)" "${R[latv_vpnd_$s]:-}" "${R[latv_base_$s]:-}" "ms"
+    row "added latency to sshd after bulk: this build vs BASELINE ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_base_$s]:-}" "ms"
+    row "added latency sshvpnd↔sshvpnd after bulk: this build vs BASELINE ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latvb_base_$s]:-}" "ms"
+  fi
 done
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
