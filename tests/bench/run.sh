@@ -89,6 +89,8 @@ iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g 2>/dev
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 # Median RTT (ms) of the pings in a ping(8) log: one slow first packet must not decide it.
 rtt_of() { sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "$1" | median; }
+# Added latency (ms) of the pings to $1: their median RTT minus $2, the bare veth's.
+added() { awk -v a="$(rtt_of "$work/ping-$1")" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 declare -A R
 
@@ -131,10 +133,9 @@ ping_all() {
     inC ping -c 300 -i 0.01 $far > "$work/ping-$far" 2>&1 || true
   done
   local veth; veth=$(rtt_of "$work/ping-10.210.0.2")
-  added() { awk -v a="$(rtt_of "$work/ping-$1")" -v b="$veth" 'BEGIN { printf "%.3f", a - b }'; }
-  R[lat$1_ossh_$short]+="$(added 10.79.0.1) "; R[lat$1_vpnd_$short]+="$(added 10.79.1.1) "
-  R[latv$1_vpnd_$short]+="$(added 10.78.0.1) "; R[lat_veth]+="$veth "
-  [ -z "$BASELINE" ] || { R[lat$1_base_$short]+="$(added 10.79.2.1) "; R[latv$1_base_$short]+="$(added 10.77.0.1) "; }
+  R[lat$1_ossh_$short]+="$(added 10.79.0.1 $veth) "; R[lat$1_vpnd_$short]+="$(added 10.79.1.1 $veth) "
+  R[latv$1_vpnd_$short]+="$(added 10.78.0.1 $veth) "; R[lat_veth]+="$veth "
+  [ -z "$BASELINE" ] || { R[lat$1_base_$short]+="$(added 10.79.2.1 $veth) "; R[latv$1_base_$short]+="$(added 10.77.0.1 $veth) "; }
 }
 
 for cipher in $CIPHERS; do
