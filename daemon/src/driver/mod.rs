@@ -8,9 +8,12 @@
 //! out as [`Incoming`] for other tasks to accept.
 
 mod stream;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use sshvpn_proto::{
@@ -22,7 +25,7 @@ use tokio::net::{TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use stream::{
-    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, OPEN_STREAMS, splice,
+    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, OPEN_STREAMS, Sink, splice,
 };
 
 /// Bytes a channel's writer may have queued in the driver beyond what the SSH window took.
@@ -248,6 +251,10 @@ enum Cmd {
         request: String,
         data: Vec<u8>,
     },
+    Sink {
+        id: ChannelId,
+        sink: Box<dyn Sink>,
+    },
 }
 
 /// Why a channel could not be opened.
@@ -354,6 +361,9 @@ struct Bridge {
     outbound: VecDeque<Vec<u8>>,
     credit: Arc<Semaphore>,
     inbound: Option<mpsc::Sender<Inbound>>,
+    /// Data items the reader has not finished with (see `ChannelReader`).
+    unfinished: Arc<AtomicUsize>,
+    sink: Option<Box<dyn Sink>>,
     eof_after_outbound: bool,
     close_after_outbound: bool,
     peer_eof: bool,
@@ -591,6 +601,11 @@ impl Driver {
             Cmd::Request { id, request, data } => {
                 let _ = self.conn.channel_request(id, &request, &data);
             }
+            Cmd::Sink { id, sink } => {
+                if let Some(b) = self.bridges.get_mut(&id) {
+                    b.sink = Some(sink);
+                }
+            }
             Cmd::Signed { signature } => {
                 let _ = self.conn.sign_response(signature, Instant::now());
             }
@@ -618,12 +633,15 @@ impl Driver {
     fn bridge(&mut self, id: ChannelId) -> ChannelStream {
         let credit = Arc::new(Semaphore::new(CHANNEL_CREDIT));
         let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
+        let unfinished = Arc::new(AtomicUsize::new(0));
         self.bridges.insert(
             id,
             Bridge {
                 outbound: VecDeque::new(),
                 credit: credit.clone(),
                 inbound: Some(tx),
+                unfinished: unfinished.clone(),
+                sink: None,
                 eof_after_outbound: false,
                 close_after_outbound: false,
                 peer_eof: false,
@@ -637,6 +655,7 @@ impl Driver {
             rx,
             self.room.clone(),
             self.returned.clone(),
+            unfinished,
         )
     }
 
@@ -712,14 +731,29 @@ impl Driver {
         // SSH → local, as fast as the reader takes it; what it does not take stays in the
         // window, which is what slows the peer down.
         let mut closed = false;
+        // A sink takes data only while nothing waits for the socket: a ping's reply, not the
+        // ACKs of an upload, whose device writes (the sender's TCP stack at work) are better
+        // done by the reader's task, beside the driver.
+        let quiet = self.conn.transmit().is_empty();
         if let Some(tx) = &b.inbound {
             while !self.conn.channel_data(id).is_empty() {
+                if quiet
+                    && let Some(sink) = b.sink.as_mut()
+                    && b.unfinished.load(Ordering::Acquire) == 0
+                    && sink.take(self.conn.channel_data(id))
+                {
+                    if let Some(chunk) = self.conn.channel_take(id) {
+                        self.conn.recycle(chunk);
+                    }
+                    continue;
+                }
                 let Some(permit) = reserve(tx, &self.room) else {
                     break;
                 };
                 let Some(chunk) = self.conn.channel_take(id) else {
                     break;
                 };
+                b.unfinished.fetch_add(1, Ordering::Relaxed);
                 permit.send(Inbound::Data(chunk));
             }
             if self.conn.channel_data(id).is_empty() {

@@ -4,7 +4,7 @@
 //! driver refills as the SSH window takes data), and the driver only drains the SSH window as
 //! fast as the reader takes chunks, so a slow local peer slows the remote one down.
 
-use std::sync::atomic::{AtomicBool, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 
 use sshvpn_proto::ChannelId;
@@ -35,6 +35,16 @@ pub enum Inbound {
     Closed,
 }
 
+/// Takes a channel's data within the driver's turn, without the hand-off to the reader's task:
+/// for a lone packet, whose reply time that hand-off (a queue, a wake-up, another task's turn)
+/// is a good part of. What the sink leaves goes to the reader as usual; the driver offers it
+/// data only while the reader has finished with everything before, so order holds.
+pub trait Sink: Send + std::fmt::Debug + 'static {
+    /// Takes the whole of `chunk` (what `Inbound::Data` would carry) and returns true, or
+    /// leaves it to the reader and returns false. Must not block: it runs in the driver.
+    fn take(&mut self, chunk: &[u8]) -> bool;
+}
+
 /// Channel streams alive in this process; the daemon returns freed memory to the system
 /// when this falls (see `main`).
 pub static OPEN_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -54,6 +64,7 @@ impl ChannelStream {
         rx: mpsc::Receiver<Inbound>,
         room: Arc<Room>,
         returned: Returned,
+        unfinished: Arc<AtomicUsize>,
     ) -> Self {
         OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
@@ -62,6 +73,8 @@ impl ChannelStream {
                 rx,
                 room,
                 returned,
+                unfinished,
+                holding_data: false,
                 finished: false,
             },
             writer: ChannelWriter {
@@ -84,6 +97,11 @@ pub struct ChannelReader {
     rx: mpsc::Receiver<Inbound>,
     room: Arc<Room>,
     returned: Returned,
+    /// `Inbound::Data` items queued to this reader, or returned by `recv` and not yet
+    /// finished with (until the next `recv`); the driver only uses a [`Sink`] while this is 0.
+    unfinished: Arc<AtomicUsize>,
+    /// The last item `recv` returned was data, counted in `unfinished`.
+    holding_data: bool,
     finished: bool,
 }
 
@@ -149,10 +167,16 @@ impl Returned {
 impl ChannelReader {
     /// The next event on the channel; after `Eof` or `Closed` it keeps returning `Closed`.
     pub async fn recv(&mut self) -> Inbound {
+        if std::mem::take(&mut self.holding_data) {
+            // Whatever the caller did with it (a write to a device) happens before the driver
+            // can see the count fall.
+            self.unfinished.fetch_sub(1, Ordering::Release);
+        }
         if self.finished {
             return Inbound::Closed;
         }
         let item = self.rx.recv().await.unwrap_or(Inbound::Closed);
+        self.holding_data = matches!(item, Inbound::Data(_));
         // Tell the driver if it waits for room, so it can move more out of the SSH window.
         self.room.took();
         if matches!(item, Inbound::Closed) {
@@ -207,6 +231,11 @@ impl ChannelWriter {
                 data,
             })
             .await;
+    }
+
+    /// Has the driver offer the channel's received data to `sink` first (see [`Sink`]).
+    pub async fn deliver_to(&mut self, sink: Box<dyn Sink>) {
+        let _ = self.cmd.send(Cmd::Sink { id: self.id, sink }).await;
     }
 
     /// Half-closes: sends EOF once everything queued has gone out.

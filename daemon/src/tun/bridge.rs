@@ -21,12 +21,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use etherparse::{Ipv4HeaderSlice, Ipv6HeaderSlice};
 use sshvpn_proto::connection::tun::{
     AF_OFFLOAD, TUN_OFFLOAD_REQUEST, TunDecoder, check_offload, encode_ip, encode_offload,
+    lone_packet,
 };
 use tokio::sync::{Mutex, watch};
 use tun_rs::{GROTable, VIRTIO_NET_HDR_LEN};
 
 use super::device::TunDevice;
-use crate::driver::{ChannelReader, ChannelStream, ChannelWriter, Inbound};
+use crate::driver::{ChannelReader, ChannelStream, ChannelWriter, Inbound, Sink};
 
 /// Largest coalesced write to the channel.
 const BATCH: usize = 60 * 1024;
@@ -36,6 +37,9 @@ const OFFLOAD_BATCH: usize = 256 * 1024;
 const SUPER_PACKET: usize = VIRTIO_NET_HDR_LEN + 65535;
 /// Packets one super-packet may split into, and packets coalesced per device write.
 const SEGMENTS: usize = 128;
+/// Largest chunk from the peer written to the device as a lone packet (see `LonePackets`):
+/// an MTU-sized packet and its framing. Anything larger is bulk.
+const LONE_MAX: usize = 2048;
 
 /// Packet and byte counters, with drops by cause.
 #[derive(Debug, Default)]
@@ -359,9 +363,16 @@ async fn channel_to_device(
             }
             continue;
         };
-        // Our device works in super-packets: say we take them as they are.
         if let Some(w) = current.writer.lock().await.as_mut() {
+            // Our device works in super-packets: say we take them as they are.
             w.request(TUN_OFFLOAD_REQUEST, Vec::new()).await;
+            w.deliver_to(Box::new(LonePackets {
+                device: device.clone(),
+                filter: filter.clone(),
+                counters: counters.clone(),
+                frame: Vec::new(),
+            }))
+            .await;
         }
         let mut decoder = TunDecoder::default();
         let mut gro = GROTable::default();
@@ -440,6 +451,54 @@ async fn channel_to_device(
             && slot.changed().await.is_err()
         {
             return;
+        }
+    }
+}
+
+/// Writes a lone packet from the peer (a ping, a keystroke: a chunk that is one small frame)
+/// to the device within the driver's turn, the reply's shortest way in. Anything else (a
+/// burst, which wants coalescing; a device that would block) is left to `channel_to_device`.
+#[derive(Debug)]
+struct LonePackets {
+    device: Arc<TunDevice>,
+    filter: SourceFilter,
+    counters: Arc<TunCounters>,
+    /// The device write: a virtio-net header, then the packet.
+    frame: Vec<u8>,
+}
+
+impl Sink for LonePackets {
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        if chunk.len() > LONE_MAX {
+            return false;
+        }
+        let Some(p) = lone_packet(chunk) else {
+            return false;
+        };
+        let (frame, ip, segments) = if p.af == AF_OFFLOAD {
+            match check_offload(p.data) {
+                Ok(o) => (p.data, o.ip, o.segments),
+                Err(_) => return false,
+            }
+        } else if p.data.is_empty() {
+            return false;
+        } else {
+            // A plain packet: a zeroed header says there is nothing for the kernel to do.
+            self.frame.clear();
+            self.frame.resize(VIRTIO_NET_HDR_LEN, 0);
+            self.frame.extend_from_slice(p.data);
+            (&self.frame[..], p.data, 1)
+        };
+        if !self.filter.permits(ip) {
+            TunCounters::add(&self.counters.dropped_spoofed, segments);
+            return true;
+        }
+        match self.device.device.try_send(frame) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            written => {
+                count_written(written, segments, ip.len(), &self.counters);
+                true
+            }
         }
     }
 }

@@ -141,6 +141,39 @@ pub fn check_offload(frame: &[u8]) -> Result<Offload<'_>, &'static str> {
     })
 }
 
+/// The packet framed at the start of `bytes`, and the frame's length, if it is all there.
+fn first_frame(bytes: &[u8]) -> Result<Option<(TunPacket<'_>, usize)>, WireError> {
+    let Some(len) = bytes
+        .first_chunk::<4>()
+        .map(|b| u32::from_be_bytes(*b) as usize)
+    else {
+        return Ok(None);
+    };
+    if !(4..=MAX_TUN_FRAME).contains(&len) {
+        return Err(WireError::Invalid {
+            field: "tun packet length",
+            why: "outside 4..=65549",
+        });
+    }
+    let Some(frame) = bytes.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let af = frame
+        .first_chunk::<4>()
+        .map_or(0, |b| u32::from_be_bytes(*b));
+    let data = frame.get(4..).unwrap_or_default();
+    Ok(Some((TunPacket { af, data }, 4 + len)))
+}
+
+/// The packet `bytes` holds if they are exactly one whole frame: a lone packet (a ping, a
+/// keystroke) that needs no reassembly.
+pub fn lone_packet(bytes: &[u8]) -> Option<TunPacket<'_>> {
+    match first_frame(bytes) {
+        Ok(Some((packet, len))) if len == bytes.len() => Some(packet),
+        _ => None,
+    }
+}
+
 /// Reassembles framed packets from a channel's byte stream.
 #[derive(Debug, Default)]
 pub struct TunDecoder {
@@ -168,26 +201,12 @@ impl TunDecoder {
     /// stream cannot be resynchronised after it, so the channel must be closed.
     pub fn next_packet(&mut self) -> Result<Option<TunPacket<'_>>, WireError> {
         let rest = self.buf.get(self.start..).unwrap_or_default();
-        let Some(len) = rest
-            .first_chunk::<4>()
-            .map(|b| u32::from_be_bytes(*b) as usize)
-        else {
+        let Some((packet, len)) = first_frame(rest)? else {
             return Ok(None);
         };
-        if !(4..=MAX_TUN_FRAME).contains(&len) {
-            return Err(WireError::Invalid {
-                field: "tun packet length",
-                why: "outside 4..=65549",
-            });
-        }
-        let Some(frame) = rest.get(4..4 + len) else {
-            return Ok(None);
-        };
-        let af = frame
-            .first_chunk::<4>()
-            .map_or(0, |b| u32::from_be_bytes(*b));
+        let af = packet.af;
         let begin = self.start + 8;
-        self.start += 4 + len;
+        self.start += len;
         Ok(Some(TunPacket {
             af,
             data: self.buf.get(begin..self.start).unwrap_or_default(),
@@ -222,6 +241,20 @@ mod tests {
         assert!(encode_ip(&v6, &mut out));
         assert_eq!(&out[4..8], &[0, 0, 0, 24]);
         assert!(!encode_ip(&[0x10; 30], &mut out), "not IP");
+    }
+
+    #[test]
+    fn a_lone_packet_is_exactly_one_whole_frame() {
+        let mut one = Vec::new();
+        assert!(encode_ip(&ipv4(84), &mut one));
+        let p = lone_packet(&one).expect("one whole frame");
+        assert_eq!((p.af, p.data), (AF_INET, &ipv4(84)[..]));
+        let mut two = one.clone();
+        two.extend_from_slice(&one);
+        assert_eq!(lone_packet(&two), None, "two frames");
+        assert_eq!(lone_packet(&one[..one.len() - 1]), None, "a partial frame");
+        assert_eq!(lone_packet(&[0xff, 0xff, 0xff, 0xff]), None, "a bad length");
+        assert_eq!(lone_packet(&[]), None);
     }
 
     #[test]
