@@ -51,10 +51,15 @@ const INCOMING_QUEUE: usize = 4096;
 /// socket buffer is what keeps the path full.
 const MAX_PENDING_CHANNEL_DATA: usize = 1 << 20;
 
-/// Reads smaller than this are acknowledged at once (see [`quickack`]).
+/// Reads smaller than this are acknowledged soon (see [`quickack`]).
 const QUICKACK_BELOW: usize = 4096;
+/// How soon: not in the turn that read the data, where the system call (which sends the
+/// segment) delays what the turn handed on: `ping`, woken on this CPU by the reply's TUN
+/// write, runs only once this thread blocks (seen in scheduler traces). Short against the
+/// kernel's 40 ms delayed ACK; and data of ours going out first carries the ACK anyway.
+const QUICKACK_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Asks the kernel to acknowledge what we just read now rather than delay the ACK.
+/// Asks the kernel to acknowledge what we have read now rather than delay the ACK.
 ///
 /// A peer with Nagle on (OpenSSH's sshd sets TCP_NODELAY only for sessions with a terminal)
 /// holds each small write until its previous one is acknowledged. With our ACKs delayed, a
@@ -451,19 +456,14 @@ impl Driver {
         let mut armed: Option<Instant> = None;
         let room = self.room.clone();
         let mut room_freed = std::pin::pin!(room.freed());
+        // An ACK owed to a peer with Nagle on (see `quickack`), unless our own data carries
+        // it first.
+        let ack_timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(ack_timer);
         let mut ack_owed = false;
         let result = loop {
             if let Err(e) = self.pump() {
                 break Err(e);
-            }
-            if ack_owed {
-                // The ACK (see `quickack`) goes after what pump just handed on: the channel
-                // tasks run before this one resumes, so a ping reply reaches the TUN device
-                // without waiting for a system call that sends a segment.
-                ack_owed = false;
-                tokio::task::yield_now().await;
-                quickack(rd.as_ref());
-                continue;
             }
             let pending = self.conn.transmit().len();
             if self.conn.closed().is_some() {
@@ -499,8 +499,12 @@ impl Driver {
                                     .conn
                                     .peer_ident()
                                     .is_some_and(|i| i.starts_with("SSH-2.0-sshvpn_"))
+                                && !ack_owed
                             {
                                 ack_owed = true;
+                                ack_timer
+                                    .as_mut()
+                                    .reset((Instant::now() + QUICKACK_AFTER).into());
                             }
                             if self.conn.handle_received(n, Instant::now()).is_err() {
                                 continue;
@@ -512,9 +516,17 @@ impl Driver {
                 }
                 w = wr.write(self.conn.transmit()), if pending > 0 => {
                     match w {
-                        Ok(n) => self.conn.advance_transmit(n),
+                        Ok(n) => {
+                            // The segment carries the ACK.
+                            ack_owed = false;
+                            self.conn.advance_transmit(n);
+                        }
                         Err(_) => break Err(self.conn.handle_eof()),
                     }
+                }
+                () = &mut ack_timer, if ack_owed => {
+                    ack_owed = false;
+                    quickack(rd.as_ref());
                 }
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => self.on_command(cmd),
