@@ -5,7 +5,9 @@
 //! Device → channel: one read returns up to 64 KiB, split here into MTU-sized IP packets, which
 //! are framed (SSH string of address family + packet) and written to the channel together, so a
 //! burst costs one channel write, not one per packet. Channel → device: the packets of one
-//! channel read are coalesced back (GRO) and written with as few writes as the flows allow.
+//! channel read are coalesced back (GRO) and written with as few writes as the flows allow;
+//! a lone packet (a ping) is written by the driver itself, in the turn that decrypted it
+//! (`LonePackets`).
 //! On the wire each IP packet is one tun@openssh.com message, as OpenSSH expects.
 //!
 //! Between two sshvpnd the super-packets themselves cross: each side announces that it takes
