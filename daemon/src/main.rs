@@ -7,9 +7,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use sshvpnd::config::Config;
 use sshvpnd::daemon::{Daemon, default_control_socket};
+use sshvpnd::link::{LinkPhase, LinkStatus};
 use sshvpnd::systemd::{self, Notifier};
 use std::time::Duration;
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -178,42 +180,53 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     };
     tracing::info!(control = %socket_path.display(), activated, "sshvpnd running");
     let control_task = tokio::spawn(control.run());
-    let mut last_status = systemd::status_line(&daemon.lock().await.statuses());
+    let mut last_status = String::new();
+    let mut links = status_receivers(&*daemon.lock().await);
+    let mut counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
     notifier.ready(&last_status);
-    let mut status_tick = tokio::time::interval(Duration::from_secs(1));
-    let mut open_streams = 0;
-    let mut trim_owed = false;
+    // Memory freed by closed channels goes back to the system a second after a close, and
+    // once more a second later, for what their tasks and the driver's tables let go of just
+    // after. Closes in between are taken up by the next round.
+    let mut trim_at: Option<tokio::time::Instant> = None;
+    let mut trims_left = 0u8;
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    // Nothing here runs on a timer while nothing happens: an idle daemon wakes only for its
+    // links' own timers (keepalives), as ssh and sshd do.
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = hup.recv() => {
                 notifier.reloading();
-                let mut d = daemon.lock().await;
-                match d.reload().await {
-                    Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
-                    Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration is unchanged"),
+                {
+                    let mut d = daemon.lock().await;
+                    match d.reload().await {
+                        Ok(summary) => tracing::info!(?summary, "configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "reload rejected; the running configuration is unchanged"),
+                    }
+                    links = status_receivers(&d);
                 }
-                last_status = systemd::status_line(&d.statuses());
+                // READY=1 below carries the line.
+                last_status.clear();
+                counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
                 notifier.ready(&last_status);
             }
-            _ = status_tick.tick() => {
-                // After connections close, give their memory back (checked once a second):
-                // in the tick where the count of open streams fell, and once more in the
-                // next, for what their tasks and the driver's tables let go of just after.
-                let now_open = sshvpnd::driver::OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
-                if now_open < open_streams || trim_owed {
-                    systemd::release_free_memory();
-                }
-                trim_owed = now_open < open_streams;
-                open_streams = now_open;
-                let line = systemd::status_line(&daemon.lock().await.statuses());
-                if line != last_status {
-                    notifier.status(&line);
-                    last_status = line;
-                }
+            () = any_changed(&mut links) => {
+                counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
+            }
+            // "backing-off 8s" counts down once a second while a link waits to retry.
+            () = tokio::time::sleep(Duration::from_secs(1)), if counting_down => {
+                counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
+            }
+            () = sshvpnd::driver::STREAM_CLOSED.notified(), if trim_at.is_none() => {
+                trim_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
+                trims_left = 2;
+            }
+            () = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
+                systemd::release_free_memory();
+                trims_left = trims_left.saturating_sub(1);
+                trim_at = (trims_left > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(1));
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 // Ping only if the daemon's state can still be reached: a wedged daemon
@@ -232,4 +245,45 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     }
     daemon.lock().await.shutdown().await;
     Ok(())
+}
+
+/// Every link's status, to wait on.
+fn status_receivers(daemon: &Daemon) -> Vec<watch::Receiver<LinkStatus>> {
+    daemon.links().map(|l| l.status.clone()).collect()
+}
+
+/// Returns once a link's status changed. A link that is gone (removed by a reload) is
+/// dropped from the list; with none left, this waits for ever.
+async fn any_changed(links: &mut Vec<watch::Receiver<LinkStatus>>) {
+    loop {
+        if links.is_empty() {
+            return std::future::pending().await;
+        }
+        let (changed, i, _) =
+            futures::future::select_all(links.iter_mut().map(|l| Box::pin(l.changed()))).await;
+        if changed.is_ok() {
+            return;
+        }
+        links.swap_remove(i);
+    }
+}
+
+/// Sends STATUS= when the line changed. Returns whether it counts down to a retry, which
+/// needs it sent again every second.
+async fn publish_status(
+    daemon: &tokio::sync::Mutex<Daemon>,
+    notifier: &Notifier,
+    last: &mut String,
+) -> bool {
+    let statuses = daemon.lock().await.statuses();
+    let line = systemd::status_line(&statuses);
+    if line != *last {
+        if !last.is_empty() {
+            notifier.status(&line);
+        }
+        *last = line;
+    }
+    statuses
+        .iter()
+        .any(|s| s.phase != LinkPhase::Up && s.next_retry.is_some())
 }

@@ -239,7 +239,7 @@ exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6021 10.210.0.2:5400 1000 > "
 for _ in $(seq 400); do grep -q held "$work/hold.out" 2>/dev/null && break; sleep 0.05; done
 R[rss_1000_vpnd]=$(rss_kib $VPND)
 grep -q "held 1000" "$work/hold.out" || echo "bench: only $(cat "$work/hold.out") SOCKS connections through sshvpnd" >&2
-exec 5>&-; sleep 2
+exec 5>&-; sleep 3
 R[rss_after_vpnd]=$(rss_kib $VPND); stop $VPND
 ip netns exec $C "${SSH[@]}" -N -D 127.0.0.1:6022 root@10.210.0.2 & P=$!; wait_port 6022; sleep 0.5
 # The ssh client plus this connection's sshd processes (privileged monitor and session).
@@ -248,7 +248,7 @@ R[rss_idle_ossh]=$(ossh_rss)
 exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6022 10.210.0.2:5400 1000 > "$work/hold2.out")
 for _ in $(seq 400); do grep -q held "$work/hold2.out" 2>/dev/null && break; sleep 0.05; done
 R[rss_1000_ossh]=$(ossh_rss)
-exec 5>&-; sleep 2; R[rss_after_ossh]=$(ossh_rss); stop $P
+exec 5>&-; sleep 3; R[rss_after_ossh]=$(ossh_rss); stop $P
 fi
 
 if want many; then

@@ -93,6 +93,66 @@ async fn link_to_openssh_sshd_carries_socks_and_forwards() {
     assert_eq!(d.terminate().await, Some(0));
 }
 
+/// Context switches of every thread of `pid` so far: how often the process woke.
+fn wakeups(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_link_lets_the_daemon_sleep() {
+    // ssh and sshd wake only for traffic and their keepalives; a daemon with an idle link
+    // should too (an always-on VPN runs on laptops). Keepalives here every 60 s.
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let socks = free_port();
+    let body = format!(
+        "{}\n[[link.socks]]\nlisten = \"127.0.0.1:{socks}\"\n",
+        link_to(
+            "office",
+            sshd.port(),
+            &key,
+            &known_hosts(&dir, &sshd.known_hosts_line())
+        )
+        .replace("keepalive = \"1s\"", "keepalive = \"60s\"")
+    );
+    let d = Daemon::start(&dir, "client", &body).await;
+    d.wait_link("office", "up", UP).await;
+    // A connection that opens and closes: the memory it freed goes back to the system in
+    // the next two seconds, and then nothing is left to do.
+    let s = socks5_connect(loopback(socks), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let before = wakeups(d.pid());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let woke = wakeups(d.pid()) - before;
+    assert!(
+        woke <= 4,
+        "an idle sshvpnd woke {woke} times in 4 s (ssh and sshd: none without traffic); \
+         something polls on a timer"
+    );
+    assert_eq!(d.link("office").await.state, "up");
+    assert_eq!(d.terminate().await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_comes_back_after_the_server_is_killed_and_restarted() {
     let dir = TestDir::new();

@@ -25,7 +25,8 @@ use tokio::net::{TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use stream::{
-    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, OPEN_STREAMS, Sink, splice,
+    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, STREAM_CLOSED, Sink,
+    splice,
 };
 
 /// Bytes a channel's writer may have queued in the driver beyond what the SSH window took.

@@ -45,9 +45,9 @@ pub trait Sink: Send + std::fmt::Debug + 'static {
     fn take(&mut self, chunk: &[u8]) -> bool;
 }
 
-/// Channel streams alive in this process; the daemon returns freed memory to the system
-/// when this falls (see `main`).
-pub static OPEN_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Notified when a channel stream closes: the daemon then returns the memory it freed to the
+/// system (see `main`), without polling for closes while nothing happens.
+pub static STREAM_CLOSED: Notify = Notify::const_new();
 
 /// Both halves of an open channel.
 #[derive(Debug)]
@@ -66,7 +66,6 @@ impl ChannelStream {
         returned: Returned,
         unfinished: Arc<AtomicUsize>,
     ) -> Self {
-        OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Self {
             reader: ChannelReader {
                 id,
@@ -252,7 +251,7 @@ impl ChannelWriter {
 
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
-        OPEN_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        STREAM_CLOSED.notify_one();
         if !self.closed {
             let cmd = self.cmd.clone();
             let id = self.id;
