@@ -92,6 +92,10 @@ rtt_of() { sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "$1" | median; }
 # Added latency (ms) of the pings to $1: their median RTT minus $2, the bare veth's.
 added() { awk -v a="$(rtt_of "$work/ping-$1")" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# How often a process woke (context switches of all its threads) in IDLE_SECS of quiet.
+IDLE_SECS=${IDLE_SECS:-10}
+switches() { cat /proc/$1/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
+wakeups_in() { local a; a=$(switches $1); sleep "$IDLE_SECS"; echo $(( $(switches $1) - a )); }
 declare -A R
 
 client_cfg() { # name cipher extra…
@@ -235,6 +239,7 @@ if want mem; then
 client_cfg mem aes256-gcm@openssh.com 22 $'[[link.socks]]\nlisten = "127.0.0.1:6021"'
 start_vpnd mem; sleep 0.5
 R[rss_idle_vpnd]=$(rss_kib $VPND)
+R[idle_vpnd]=$(wakeups_in $VPND)
 exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6021 10.210.0.2:5400 1000 > "$work/hold.out")
 for _ in $(seq 400); do grep -q held "$work/hold.out" 2>/dev/null && break; sleep 0.05; done
 R[rss_1000_vpnd]=$(rss_kib $VPND)
@@ -245,6 +250,7 @@ ip netns exec $C "${SSH[@]}" -N -D 127.0.0.1:6022 root@10.210.0.2 & P=$!; wait_p
 # The ssh client plus this connection's sshd processes (privileged monitor and session).
 ossh_rss() { local s=$(rss_kib $P); for q in $(pgrep -f "^sshd: root"); do s=$((s + $(rss_kib $q))); done; echo $s; }
 R[rss_idle_ossh]=$(ossh_rss)
+R[idle_ossh]=$(wakeups_in $P)
 exec 5> >(inC "$bin/netprobe" socks-hold 127.0.0.1:6022 10.210.0.2:5400 1000 > "$work/hold2.out")
 for _ in $(seq 400); do grep -q held "$work/hold2.out" 2>/dev/null && break; sleep 0.05; done
 R[rss_1000_ossh]=$(ossh_rss)
@@ -319,6 +325,7 @@ for cipher in $CIPHERS; do
 done
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
+row "wakeups in ${IDLE_SECS}s, one idle link (sshvpnd client; ssh client)" "${R[idle_vpnd]:-}" "${R[idle_ossh]:-}" ""
 row "RSS, 1,000 SOCKS connections" "${R[rss_1000_vpnd]:-}" "${R[rss_1000_ossh]:-}" "KiB"
 row "RSS after they closed" "${R[rss_after_vpnd]:-}" "${R[rss_after_ossh]:-}" "KiB"
 row "Server memory (PSS), ${CLIENTS:-500} clients × 2 channels (OpenSSH: all sshd processes)" "${R[many_rss_vpnd]:-}" "${R[many_rss_ossh]:-}" "KiB"
