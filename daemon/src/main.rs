@@ -43,7 +43,9 @@ struct Args {
     generate_key: Option<PathBuf>,
     /// Worker threads (default: half the CPUs, at least one). Each connection's driver is one
     /// task; fewer threads mean fewer cross-thread hand-offs per chunk of data, which on small
-    /// machines is worth more than parallelism (see BENCHMARKS.md).
+    /// machines is worth more than parallelism (see BENCHMARKS.md). With one, everything runs
+    /// on the main thread (tokio's current-thread scheduler, a shorter path per packet than a
+    /// pool of one).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
@@ -111,11 +113,14 @@ fn main() -> ExitCode {
                     .max(1)
             })
     });
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-    {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sshvpnd: cannot start the runtime: {e}");

@@ -49,8 +49,25 @@ async fn link_to_openssh_sshd_carries_socks_and_forwards() {
         echo.port,
         echo.port
     );
-    let d = Daemon::start(&dir, "client", &body).await;
+    // Two worker threads: the other tests run the default here (one CPU of two: everything
+    // on the main thread), this one tokio's thread pool.
+    let d = Daemon::start_env(
+        &dir,
+        "client",
+        &body,
+        &[("TOKIO_WORKER_THREADS", std::path::Path::new("2"))],
+    )
+    .await;
     let info = d.wait_link("office", "up", UP).await;
+    let workers = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+        })
+        .count();
+    assert_eq!(workers, 2, "worker threads");
     assert_eq!(
         info.server_host_key.as_deref(),
         Some(sshd.host_key_fingerprint().await.as_str())
