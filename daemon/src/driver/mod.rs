@@ -370,6 +370,8 @@ struct Bridge {
     /// Data items the reader has not finished with (see `ChannelReader`).
     unfinished: Arc<AtomicUsize>,
     sink: Option<Box<dyn Sink>>,
+    /// Where a sent buffer goes back to the writer (see `ChannelWriter::buffer`).
+    spent: Arc<stream::Spent>,
     eof_after_outbound: bool,
     close_after_outbound: bool,
     peer_eof: bool,
@@ -647,6 +649,7 @@ impl Driver {
         let credit = Arc::new(Semaphore::new(CHANNEL_CREDIT));
         let (tx, rx) = mpsc::channel(INBOUND_CHUNKS);
         let unfinished = Arc::new(AtomicUsize::new(0));
+        let spent = Arc::new(stream::Spent::default());
         self.bridges.insert(
             id,
             Bridge {
@@ -655,6 +658,7 @@ impl Driver {
                 inbound: Some(tx),
                 unfinished: unfinished.clone(),
                 sink: None,
+                spent: spent.clone(),
                 eof_after_outbound: false,
                 close_after_outbound: false,
                 peer_eof: false,
@@ -664,11 +668,14 @@ impl Driver {
         ChannelStream::new(
             id,
             self.handle.cmd.clone(),
-            credit,
             rx,
-            self.room.clone(),
-            self.returned.clone(),
-            unfinished,
+            stream::Shared {
+                credit,
+                room: self.room.clone(),
+                returned: self.returned.clone(),
+                unfinished,
+                spent,
+            },
         )
     }
 
@@ -713,7 +720,9 @@ impl Driver {
                 Ok(n) => {
                     b.credit.add_permits(n);
                     if n == front.len() {
-                        b.outbound.pop_front();
+                        if let Some(sent) = b.outbound.pop_front() {
+                            b.spent.put(sent);
+                        }
                     } else {
                         front.drain(..n);
                         break;

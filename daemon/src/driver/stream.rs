@@ -56,16 +56,29 @@ pub struct ChannelStream {
     pub writer: ChannelWriter,
 }
 
+/// What the driver shares with one channel's stream.
+pub(super) struct Shared {
+    pub credit: Arc<Semaphore>,
+    pub room: Arc<Room>,
+    pub returned: Returned,
+    pub unfinished: Arc<AtomicUsize>,
+    pub spent: Arc<Spent>,
+}
+
 impl ChannelStream {
     pub(super) fn new(
         id: ChannelId,
         cmd: mpsc::Sender<Cmd>,
-        credit: Arc<Semaphore>,
         rx: mpsc::Receiver<Inbound>,
-        room: Arc<Room>,
-        returned: Returned,
-        unfinished: Arc<AtomicUsize>,
+        shared: Shared,
     ) -> Self {
+        let Shared {
+            credit,
+            room,
+            returned,
+            unfinished,
+            spent,
+        } = shared;
         Self {
             reader: ChannelReader {
                 id,
@@ -80,6 +93,7 @@ impl ChannelStream {
                 id,
                 cmd,
                 credit,
+                spent,
                 closed: false,
             },
         }
@@ -190,11 +204,33 @@ impl ChannelReader {
     }
 }
 
+/// The last buffer a writer sent, on its way back from the driver once all of it went out,
+/// for writers that send one buffer per packet ([`ChannelWriter::buffer`]). Others never ask,
+/// and nothing is kept for them.
+#[derive(Debug, Default)]
+pub(super) struct Spent {
+    wanted: AtomicBool,
+    buf: Mutex<Option<Vec<u8>>>,
+}
+
+impl Spent {
+    /// Driver: `buf` went out whole.
+    pub(super) fn put(&self, mut buf: Vec<u8>) {
+        if self.wanted.load(Ordering::Relaxed)
+            && let Ok(mut slot) = self.buf.lock()
+        {
+            buf.clear();
+            *slot = Some(buf);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ChannelWriter {
     id: ChannelId,
     cmd: mpsc::Sender<Cmd>,
     credit: Arc<Semaphore>,
+    spent: Arc<Spent>,
     closed: bool,
 }
 
@@ -204,6 +240,22 @@ pub struct ChannelWriter {
 pub struct ChannelClosed;
 
 impl ChannelWriter {
+    /// An empty buffer with room for `capacity` bytes, for a later `send`: the last one sent,
+    /// once the driver is done with it, or a new one. A writer that sends a chunk per packet
+    /// (the TUN bridge) then does not allocate one per packet.
+    pub fn buffer(&self, capacity: usize) -> Vec<u8> {
+        self.spent.wanted.store(true, Ordering::Relaxed);
+        let mut buf = self
+            .spent
+            .buf
+            .lock()
+            .ok()
+            .and_then(|mut slot| slot.take())
+            .unwrap_or_default();
+        buf.reserve(capacity);
+        buf
+    }
+
     /// Queues `data` (at most `CHUNK` bytes) for the channel, waiting for credit.
     pub async fn send(&mut self, data: Vec<u8>) -> Result<(), ChannelClosed> {
         let n = u32::try_from(data.len().min(super::CHANNEL_CREDIT)).map_err(|_| ChannelClosed)?;

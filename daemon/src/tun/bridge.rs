@@ -235,7 +235,7 @@ async fn device_to_channel(
                     Some(w) => {
                         let bytes = batch.len() as u64;
                         let capacity = if offload { OFFLOAD_BATCH } else { BATCH } + 2048;
-                        let full = std::mem::replace(&mut batch, Vec::with_capacity(capacity));
+                        let full = std::mem::replace(&mut batch, w.buffer(capacity));
                         if w.send(full).await.is_ok() {
                             TunCounters::add(&counters.bytes_out, bytes);
                             true

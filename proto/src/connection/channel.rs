@@ -166,28 +166,41 @@ const SPARE_CHUNKS: usize = 4;
 
 /// Emptied receive chunks kept for reuse, so a busy channel allocates nothing per message.
 #[derive(Debug, Default)]
-pub struct Spare(Vec<Vec<u8>>);
+pub struct Spare {
+    chunks: Vec<Vec<u8>>,
+    /// One small chunk: a ping or a keystroke at a time reuses it instead of allocating one
+    /// per message (16 KiB is past glibc's per-thread cache, so each took the allocator's
+    /// slow path).
+    small: Option<Vec<u8>>,
+}
 
 impl Spare {
     /// An empty chunk with room for at least `need` bytes. A small message starts a small
     /// chunk: a quiet channel should not hold a large one for a few bytes.
     fn take(&mut self, need: usize) -> Vec<u8> {
         if need < SMALL_MESSAGE {
-            return Vec::with_capacity(SMALL_CHUNK);
+            return self
+                .small
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(SMALL_CHUNK));
         }
         if need <= CHUNK
-            && let Some(chunk) = self.0.pop()
+            && let Some(chunk) = self.chunks.pop()
         {
             return chunk;
         }
         Vec::with_capacity(need.max(CHUNK))
     }
 
-    /// Keeps `chunk` for reuse if it is a standard chunk and there is room.
+    /// Keeps `chunk` for reuse if it is a standard or a small chunk and there is room.
     pub fn put(&mut self, mut chunk: Vec<u8>) {
-        if self.0.len() < SPARE_CHUNKS && (CHUNK..2 * CHUNK).contains(&chunk.capacity()) {
+        let capacity = chunk.capacity();
+        if self.chunks.len() < SPARE_CHUNKS && (CHUNK..2 * CHUNK).contains(&capacity) {
             chunk.clear();
-            self.0.push(chunk);
+            self.chunks.push(chunk);
+        } else if self.small.is_none() && (SMALL_CHUNK..2 * SMALL_CHUNK).contains(&capacity) {
+            chunk.clear();
+            self.small = Some(chunk);
         }
     }
 }
