@@ -191,9 +191,8 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     notifier.ready(&last_status);
     // Memory freed by closed channels goes back to the system a second after a close, and
     // once more a second later, for what their tasks and the driver's tables let go of just
-    // after. Closes in between are taken up by the next round.
-    let mut trim_at: Option<tokio::time::Instant> = None;
-    let mut trims_left = 0u8;
+    // after. Closes in between are taken up by the next round. (When, and trims left.)
+    let mut trim: Option<(tokio::time::Instant, u8)> = None;
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
     // Nothing here runs on a timer while nothing happens: an idle daemon wakes only for its
@@ -224,14 +223,13 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
             () = tokio::time::sleep(Duration::from_secs(1)), if counting_down => {
                 counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
             }
-            () = sshvpnd::driver::STREAM_CLOSED.notified(), if trim_at.is_none() => {
-                trim_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
-                trims_left = 2;
+            () = sshvpnd::driver::STREAM_CLOSED.notified(), if trim.is_none() => {
+                trim = Some((tokio::time::Instant::now() + Duration::from_secs(1), 2));
             }
-            () = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
+            () = tokio::time::sleep_until(trim.map_or_else(tokio::time::Instant::now, |t| t.0)), if trim.is_some() => {
                 systemd::release_free_memory();
-                trims_left = trims_left.saturating_sub(1);
-                trim_at = (trims_left > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(1));
+                let left = trim.map_or(0, |t| t.1.saturating_sub(1));
+                trim = (left > 0).then(|| (tokio::time::Instant::now() + Duration::from_secs(1), left));
             }
             _ = watchdog_tick.tick(), if watchdog.is_some() => {
                 // Ping only if the daemon's state can still be reached: a wedged daemon

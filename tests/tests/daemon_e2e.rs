@@ -59,12 +59,9 @@ async fn link_to_openssh_sshd_carries_socks_and_forwards() {
     )
     .await;
     let info = d.wait_link("office", "up", UP).await;
-    let workers = std::fs::read_dir(format!("/proc/{}/task", d.pid()))
-        .unwrap()
-        .flatten()
+    let workers = threads(d.pid())
         .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "tokio-rt-worker")
+            std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == "tokio-rt-worker")
         })
         .count();
     assert_eq!(workers, 2, "worker threads");
@@ -110,13 +107,19 @@ async fn link_to_openssh_sshd_carries_socks_and_forwards() {
     assert_eq!(d.terminate().await, Some(0));
 }
 
+/// The /proc directories of the threads of `pid`.
+fn threads(pid: u32) -> impl Iterator<Item = std::path::PathBuf> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| t.path())
+}
+
 /// Context switches of every thread of `pid` so far: how often the process woke.
 fn wakeups(pid: u32) -> u64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    tasks
-        .flatten()
+    threads(pid)
         .map(|t| {
-            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
             status
                 .lines()
                 .filter(|l| l.contains("ctxt_switches:"))
