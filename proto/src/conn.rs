@@ -7,8 +7,9 @@
 //! - mutators: decisions the application owes (`host_key_verdict`, `authorize_key`) and
 //!   commands (`open_channel`, `channel_send`, `global_request`, `disconnect`, …);
 //! - `poll_*` outputs. After any input or mutator, call in this order: `poll_event` until
-//!   `None`, then write `transmit()` to the socket (`advance_transmit` with what was written),
-//!   then re-arm the timer with `poll_timeout`.
+//!   `None`, then write `transmit()` to the socket (`advance_transmit` with what was written,
+//!   until `transmit()` is empty or the socket is full), then re-arm the timer with
+//!   `poll_timeout`.
 //!
 //! The connection never reads the clock, sleeps or touches a socket: every method that needs
 //! the time takes `now`.
@@ -589,22 +590,41 @@ impl Connection {
         event
     }
 
-    /// Bytes to write to the socket.
+    /// The next bytes to write to the socket: the oldest part of what waits
+    /// ([`Connection::pending_transmit`] bytes in all). Empty only when nothing waits.
     pub fn transmit(&self) -> &[u8] {
         self.transport.transmit()
     }
 
+    /// `n` bytes of `transmit()` were written; `transmit()` then shows what follows.
     pub fn advance_transmit(&mut self, n: usize) {
         self.transport.advance_transmit(n);
     }
 
+    /// Bytes waiting for the socket, in all.
+    pub fn pending_transmit(&self) -> usize {
+        self.transport.tx.pending()
+    }
+
+    /// Memory the transmit buffers hold.
+    #[cfg(test)]
+    pub(crate) fn transmit_capacity(&self) -> usize {
+        self.transport.tx.capacity()
+    }
+
     /// Moves all pending output into `out` (convenient for tests and simple drivers).
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) -> usize {
-        let data = self.transport.transmit();
-        let n = data.len();
-        out.extend_from_slice(data);
-        self.transport.advance_transmit(n);
-        n
+        let mut moved = 0;
+        loop {
+            let data = self.transport.transmit();
+            let n = data.len();
+            if n == 0 {
+                return moved;
+            }
+            out.extend_from_slice(data);
+            self.transport.advance_transmit(n);
+            moved += n;
+        }
     }
 
     /// The next instant `handle_timeout` must be called, if any.

@@ -468,10 +468,11 @@ impl Driver {
             if let Err(e) = self.pump() {
                 break Err(e);
             }
-            let pending = self.conn.transmit().len();
+            let pending = self.conn.pending_transmit();
             if self.conn.closed().is_some() {
                 // Flush the DISCONNECT (bounded in time), then stop.
-                let out = self.conn.transmit().to_vec();
+                let mut out = Vec::new();
+                self.conn.poll_transmit(&mut out);
                 let _ = tokio::time::timeout(std::time::Duration::from_secs(2), wr.write_all(&out))
                     .await;
                 break Err(self.conn.closed().cloned().unwrap_or_else(closed));
@@ -712,7 +713,7 @@ impl Driver {
         };
         // Local → SSH, as far as the window and the output waiting for the socket allow.
         while let Some(front) = b.outbound.front_mut() {
-            if self.conn.transmit().len() >= MAX_PENDING_CHANNEL_DATA {
+            if self.conn.pending_transmit() >= MAX_PENDING_CHANNEL_DATA {
                 break;
             }
             match self.conn.channel_send(id, front) {
@@ -756,7 +757,7 @@ impl Driver {
         // A sink takes data only while nothing waits for the socket (a ping's reply), so a
         // busy link's device writes (the ACKs coming back to an upload) stay in the reader's
         // task and do not lengthen the driver's turn. An upload measured the same either way.
-        let quiet = self.conn.transmit().is_empty();
+        let quiet = self.conn.pending_transmit() == 0;
         if let Some(tx) = &b.inbound {
             while !self.conn.channel_data(id).is_empty() {
                 if quiet

@@ -135,3 +135,46 @@ fn input_space_is_bounded_while_input_waits() {
         assert!(total < 4 << 20, "input space kept growing");
     }
 }
+
+/// A socket that never takes all that waits (a link slower than the sender): each turn it
+/// takes a third of `transmit()`, and the sender tops the output up again, as the driver
+/// does. Bytes written must not stay in memory: the transmit buffers hold what waits, not
+/// what has gone out, however long the socket stays busy (they used to keep every byte until
+/// the socket took all of it at once, and grew by what went out). Order and content hold.
+#[test]
+fn output_held_for_a_slow_socket_stays_bounded() {
+    const WAITING: usize = 256 * 1024;
+    const SEND: usize = 64 * 1024;
+    let mut pair = Pair::connected_with_windows(1 << 20, 32 * 1024);
+    let (cid, sid) = pair.open_channel();
+    let data = pattern(24 << 20);
+    let (mut sent, mut received) = (0, Vec::new());
+    let mut most_held = 0;
+    while received.len() < data.len() {
+        if sent < data.len() && pair.client.pending_transmit() < WAITING {
+            let end = data.len().min(sent + SEND);
+            sent += pair.client.channel_send(cid, &data[sent..end]).unwrap();
+        }
+        let out = pair.client.transmit();
+        let n = out.len().div_ceil(3);
+        let wire = out[..n].to_vec();
+        pair.client.advance_transmit(n);
+        pair.server.handle_input(&wire, pair.now).unwrap();
+        while let Some(chunk) = pair.server.channel_take(sid) {
+            received.extend_from_slice(&chunk);
+            pair.server.recycle(chunk);
+        }
+        // Window adjusts back to the client.
+        let mut back = Vec::new();
+        pair.server.poll_transmit(&mut back);
+        pair.client.handle_input(&back, pair.now).unwrap();
+        most_held = most_held.max(pair.client.transmit_capacity());
+    }
+    assert!(received == data, "data corrupted or reordered");
+    // Each of the two buffers holds at most what may wait plus one send, in a Vec whose
+    // capacity is at most twice its length.
+    assert!(
+        most_held <= 2 * 2 * (WAITING + SEND),
+        "transmit buffers grew to {most_held} bytes while at most {WAITING} waited"
+    );
+}

@@ -143,12 +143,19 @@ impl Rx {
     }
 }
 
-/// The sending half: the transmit buffer and the sealing key. Upper layers send through it.
+/// The sending half: the transmit buffers and the sealing key. Upper layers send through it.
+///
+/// Sealed packets wait in two buffers, written to the socket in order: `out`, from
+/// `out_start`, then `next`. Packets are appended to `out` until the socket has taken part of
+/// it, and to `next` after that; once `out` is all written the two swap. Neither ever holds
+/// bytes already written, so what they hold is bounded by what the driver lets wait, however
+/// long the socket stays busy, and no byte is moved to make room.
 #[derive(Debug)]
 pub struct Tx {
     sealer: Sealer,
     out: Vec<u8>,
     out_start: usize,
+    next: Vec<u8>,
     pub(crate) rng: Random,
     /// We sent KEXINIT and not yet NEWKEYS: RFC 4253 §7.1 allows only transport messages now,
     /// so upper-layer messages wait in `queued`.
@@ -165,6 +172,7 @@ impl Tx {
             sealer: Sealer::new(),
             out: Vec::with_capacity(64 * 1024),
             out_start: 0,
+            next: Vec::new(),
             rng,
             in_kex: false,
             queued: VecDeque::new(),
@@ -193,7 +201,28 @@ impl Tx {
 
     /// Bytes sealed and waiting for the socket.
     pub fn pending(&self) -> usize {
-        self.out.len() - self.out_start
+        self.out.len() - self.out_start + self.next.len()
+    }
+
+    /// Memory the transmit buffers hold.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.out.capacity() + self.next.capacity()
+    }
+
+    /// The oldest bytes waiting for the socket; empty only when nothing waits.
+    fn transmit(&self) -> &[u8] {
+        self.out.get(self.out_start..).unwrap_or_default()
+    }
+
+    /// `n` bytes of [`Tx::transmit`] were written.
+    fn advance(&mut self, n: usize) {
+        self.out_start = (self.out_start + n).min(self.out.len());
+        if self.out_start == self.out.len() {
+            self.out.clear();
+            self.out_start = 0;
+            std::mem::swap(&mut self.out, &mut self.next);
+        }
     }
 
     /// Largest payload one packet may carry, given our packet length bound.
@@ -202,11 +231,17 @@ impl Tx {
     }
 
     fn seal(&mut self, build: impl FnOnce(&mut Vec<u8>)) {
-        if self.out_start > 0 && self.out_start == self.out.len() {
-            self.out.clear();
-            self.out_start = 0;
-        }
-        let n = self.sealer.seal_with(&mut self.out, &mut self.rng, build) as u64;
+        let Self {
+            sealer,
+            out,
+            out_start,
+            next,
+            rng,
+            ..
+        } = self;
+        // Behind everything waiting: `out` until the socket has taken part of it.
+        let tail = if *out_start == 0 { out } else { next };
+        let n = sealer.seal_with(tail, rng, build) as u64;
         self.bytes += n;
         self.bytes_since_kex += n;
         self.packets += 1;
@@ -276,6 +311,7 @@ impl Transport {
             peer_ident: None,
             key_exchanges: 0,
         };
+        // Nothing has been written yet, so this goes first.
         t.tx.out.extend_from_slice(OUR_IDENT.as_bytes());
         t.tx.out.extend_from_slice(b"\r\n");
         // Sending KEXINIT before the peer's identification arrives saves a round trip and is
@@ -347,18 +383,15 @@ impl Transport {
         self.rx.filled(n, offered);
     }
 
-    /// Bytes ready for the socket.
+    /// The oldest bytes waiting for the socket (more may follow once they are written; see
+    /// [`Tx::pending`]).
     pub fn transmit(&self) -> &[u8] {
-        self.tx.out.get(self.tx.out_start..).unwrap_or_default()
+        self.tx.transmit()
     }
 
     /// Marks `n` bytes of [`Transport::transmit`] as written to the socket.
     pub fn advance_transmit(&mut self, n: usize) {
-        self.tx.out_start = (self.tx.out_start + n).min(self.tx.out.len());
-        if self.tx.out_start == self.tx.out.len() {
-            self.tx.out.clear();
-            self.tx.out_start = 0;
-        }
+        self.tx.advance(n);
     }
 
     /// Processes buffered input until an upper-layer payload or a transport event is ready.
