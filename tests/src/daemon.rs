@@ -11,6 +11,17 @@ use tokio::process::{Child, Command};
 
 use crate::harness::TestDir;
 
+/// One "Field:  N kB" line of /proc/PID/status (VmRSS, VmHWM, RssAnon…), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
+}
+
 /// Path to a binary of this workspace, built (once per test process) if needed.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
@@ -205,6 +216,11 @@ impl Daemon {
 
     pub fn pid(&self) -> u32 {
         self.child.id().expect("sshvpnd pid")
+    }
+
+    /// One "Field:  N kB" line of the daemon's /proc status (VmRSS, VmHWM, RssAnon…), in KiB.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        status_kib(self.pid(), field)
     }
 
     /// Runs sshvpnctl against this daemon: (success, stdout, stderr).

@@ -597,13 +597,23 @@ async fn a_slow_saturated_wire_keeps_the_link_up() {
         "the sch_tbf kernel module (CONFIG_NET_SCH_TBF)",
     );
     let bytes = 16 << 20;
+    let rss_before = client.status_kib("VmRSS");
     let took = bulk_transfer_survives(&s, &client, bytes, 120).await;
     assert!(
         took >= Duration::from_secs(6),
         "the rate limit was in force ({took:?} for {bytes} bytes)"
     );
+    // What waits for the slow wire is bounded (the forward's credit and the output the
+    // driver lets wait: about 5 MiB at their peak), not the whole transfer. The transmit
+    // buffer once kept every byte sent while the socket stayed busy: +20 MiB here.
+    let grew_kib = client.status_kib("VmHWM").saturating_sub(rss_before);
+    assert!(
+        grew_kib < 10 * 1024,
+        "the client's peak RSS grew by {grew_kib} KiB sending {bytes} bytes over a slow wire"
+    );
     println!(
-        "tbf 16 Mbit/s: {bytes} bytes intact in {took:.1?} ({:.2} MB/s), link up throughout",
+        "tbf 16 Mbit/s: {bytes} bytes intact in {took:.1?} ({:.2} MB/s), link up throughout, \
+         client peak RSS +{grew_kib} KiB",
         bytes as f64 / took.as_secs_f64() / 1e6
     );
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sshvpn_tests::daemon::Daemon;
+use sshvpn_tests::daemon::{Daemon, status_kib};
 use sshvpn_tests::harness::{
     EchoServer, KeyPair, TestDir, free_port, loopback, require, socks5_connect, transfer_echo_on,
 };
@@ -33,17 +33,6 @@ const SERVER_RSS_LIMIT_KIB: u64 = 64 * 1024;
 const MIB: f64 = 1024.0;
 
 // ---- what /proc says about a process -------------------------------------------------------
-
-/// One "Field:  N kB" line of /proc/PID/status, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
 
 fn rss_kib(pid: u32) -> u64 {
     status_kib(pid, "VmRSS")
