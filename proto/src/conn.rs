@@ -341,6 +341,7 @@ impl Connection {
     fn process(&mut self, now: Instant) -> Result<(), Error> {
         while let Some(input) = self.transport.poll_input(now)? {
             self.on_input(input, now)?;
+            self.transport.tx.check_queued()?;
         }
         self.transport.maybe_rekey(now, false);
         Ok(())

@@ -21,6 +21,11 @@ pub enum Error {
     NoCommonAlgorithm(#[from] NoCommonAlgorithm),
     #[error("key exchange failed: {0}")]
     Kex(#[from] KexError),
+    #[error(
+        "key exchange failed: the peer kept sending but did not finish it, and {0} bytes of \
+         replies wait for it to end"
+    )]
+    KexStalled(usize),
     #[error("server host key or its signature is invalid: {0}")]
     HostKeySignature(KeyBlobError),
     #[error("host key {fingerprint} was not accepted")]
@@ -65,9 +70,10 @@ impl Error {
             Error::Packet(PacketError::Tag(_)) => R::MAC_ERROR,
             Error::Packet(_) | Error::Malformed(_) | Error::Unexpected { .. } => R::PROTOCOL_ERROR,
             Error::StrictKex(_) | Error::Channel(_) => R::PROTOCOL_ERROR,
-            Error::NoCommonAlgorithm(_) | Error::Kex(_) | Error::HostKeySignature(_) => {
-                R::KEY_EXCHANGE_FAILED
-            }
+            Error::NoCommonAlgorithm(_)
+            | Error::Kex(_)
+            | Error::KexStalled(_)
+            | Error::HostKeySignature(_) => R::KEY_EXCHANGE_FAILED,
             Error::HostKeyRejected { .. } | Error::HostKeyChanged { .. } => {
                 R::HOST_KEY_NOT_VERIFIABLE
             }

@@ -448,9 +448,15 @@ impl Channels {
                     ch.unacked = ch.unacked.saturating_add(len);
                     return Ok(());
                 }
+                if data.is_empty() {
+                    // Carries nothing, and costs no window: buffered, it would leave an empty
+                    // chunk in front of later data (which readers take as "nothing more"), or
+                    // on a TUN channel a length prefix per message, without bound.
+                    return Ok(());
+                }
                 let was_empty = ch.buffered().is_empty();
                 ch.push(data, &mut self.spare);
-                if was_empty && !data.is_empty() {
+                if was_empty {
                     events.push_back(Event::ChannelReadable { id: ChannelId(id) });
                 }
                 Ok(())

@@ -452,3 +452,75 @@ fn a_certificate_signed_for_by_another_key_is_refused_before_the_application_is_
         "the application is never asked about an unverified certificate"
     );
 }
+
+/// An empty CHANNEL_DATA carries nothing. Buffered, it left an empty chunk in front of what
+/// followed: the reader saw "nothing buffered" with 20 KiB behind it, and the channel stalled
+/// (and an EOF could overtake the data). On a TUN channel each one cost a length prefix, with
+/// no window charged, so a peer could grow the buffer without bound.
+#[test]
+fn empty_channel_data_is_ignored() {
+    for tun in [false, true] {
+        let mut pair = Pair::connected();
+        let (_cid, sid) = if tun {
+            pair.open_tun()
+        } else {
+            pair.open_channel()
+        };
+        let recipient = 0;
+        let data = vec![7u8; 20 * 1024];
+        for payload in [&[][..], &[][..], &data[..]] {
+            pair.client.transport_mut_for_tests().tx.send(|b| {
+                Writer::new(b)
+                    .u8(MsgType::CHANNEL_DATA.0)
+                    .u32(recipient)
+                    .string(payload);
+            });
+        }
+        pair.run();
+        assert!(pair.server_error.is_none(), "{:?}", pair.server_error);
+        let buffered = pair.server.channel_data(sid);
+        let expect = if tun { 4 + data.len() } else { data.len() };
+        assert_eq!(
+            buffered.len(),
+            expect,
+            "tun={tun}: the 20 KiB message must be what the reader sees first"
+        );
+    }
+}
+
+/// A peer that never answers the key exchange we started but keeps sending requests that
+/// want replies: the replies wait for the exchange to end, and used to pile up without bound.
+/// Past 1 MiB of them the connection ends with KEY_EXCHANGE_FAILED.
+#[test]
+fn requests_during_a_key_exchange_the_peer_never_finishes_end_it() {
+    let mut pair = Pair::connected();
+    pair.open_channel();
+    pair.client.rekey(pair.now);
+    // The client's KEXINIT never reaches the server.
+    pair.client.poll_transmit(&mut Vec::new());
+    let remote = 0; // the client's channel id, as the server addresses it
+    let mut ended = None;
+    for _ in 0..100 {
+        for _ in 0..1000 {
+            pair.server.transport_mut_for_tests().tx.send(|b| {
+                Writer::new(b)
+                    .u8(MsgType::CHANNEL_REQUEST.0)
+                    .u32(remote)
+                    .string("nonsense@example.com")
+                    .u8(1);
+            });
+        }
+        let mut wire = Vec::new();
+        pair.server.poll_transmit(&mut wire);
+        if let Err(e) = pair.client.handle_input(&wire, pair.now) {
+            ended = Some(e);
+            break;
+        }
+    }
+    let e = ended.expect("the client must end the connection, not queue replies forever");
+    assert!(matches!(e, Error::KexStalled(n) if n > 1 << 20), "{e}");
+    assert_eq!(
+        e.disconnect_reason(),
+        Some(DisconnectReason::KEY_EXCHANGE_FAILED)
+    );
+}

@@ -143,6 +143,10 @@ impl Rx {
     }
 }
 
+/// Messages that may wait for a key exchange to end, in bytes. Ours are a few window adjusts
+/// and replies; 1 MiB is far more than a well-behaved peer makes us queue.
+const MAX_QUEUED_DURING_KEX: usize = 1 << 20;
+
 /// The sending half: the transmit buffers and the sealing key. Upper layers send through it.
 ///
 /// Sealed packets wait in two buffers, written to the socket in order: `out`, from
@@ -161,6 +165,8 @@ pub struct Tx {
     /// so upper-layer messages wait in `queued`.
     in_kex: bool,
     queued: VecDeque<Vec<u8>>,
+    /// Memory `queued` holds, about: bounded by [`MAX_QUEUED_DURING_KEX`].
+    queued_bytes: usize,
     pub bytes: u64,
     pub packets: u64,
     bytes_since_kex: u64,
@@ -176,6 +182,7 @@ impl Tx {
             rng,
             in_kex: false,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             bytes: 0,
             packets: 0,
             bytes_since_kex: 0,
@@ -188,6 +195,9 @@ impl Tx {
         if self.in_kex {
             let mut payload = Vec::new();
             build(&mut payload);
+            // What it holds: its allocation, and about as much again for the queue entry
+            // and the allocator's header.
+            self.queued_bytes += payload.capacity() + 32;
             self.queued.push_back(payload);
         } else {
             self.seal(build);
@@ -247,7 +257,19 @@ impl Tx {
         self.packets += 1;
     }
 
+    /// Ends the connection once messages waiting for a key exchange to end pass
+    /// [`MAX_QUEUED_DURING_KEX`]: a peer that keeps asking (channel or global requests
+    /// wanting replies) but never finishes the exchange we started would otherwise grow the
+    /// queue without bound.
+    pub(crate) fn check_queued(&self) -> Result<(), Error> {
+        if self.queued_bytes > MAX_QUEUED_DURING_KEX {
+            return Err(Error::KexStalled(self.queued_bytes));
+        }
+        Ok(())
+    }
+
     fn flush_queued(&mut self) {
+        self.queued_bytes = 0;
         while let Some(p) = self.queued.pop_front() {
             self.seal(|b| b.extend_from_slice(&p));
         }
