@@ -80,7 +80,13 @@ impl Queues {
         id
     }
 
+    /// Sends a keepalive probe, unless one is still unanswered: a peer that never answers
+    /// them but keeps the link busy otherwise would make `ours` grow by one per interval,
+    /// and the one outstanding is enough to measure the round trip.
     pub fn keepalive(&mut self, tx: &mut Tx, now: Instant) {
+        if self.ours.iter().any(|o| matches!(o, Ours::Keepalive(_))) {
+            return;
+        }
         tx.send(|b| {
             Writer::new(b)
                 .u8(MsgType::GLOBAL_REQUEST.0)

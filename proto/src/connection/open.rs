@@ -89,7 +89,18 @@ impl ChannelKind {
 
     /// Parses the type-specific part; `Ok(None)` for a type we do not know.
     pub fn decode(type_name: &[u8], r: &mut Reader<'_>) -> Result<Option<Self>, WireError> {
-        let text = |r: &mut Reader<'_>, f| r.utf8(f).map(str::to_owned);
+        // Host names and addresses: a DNS name is at most 253 bytes. A channel keeps these for
+        // its life, so a peer must not make them large.
+        let text = |r: &mut Reader<'_>, field| {
+            let s = r.utf8(field)?;
+            if s.len() > MAX_ADDRESS_LEN {
+                return Err(WireError::Invalid {
+                    field,
+                    why: "longer than 1024 bytes",
+                });
+            }
+            Ok(s.to_owned())
+        };
         let kind = match type_name {
             b"direct-tcpip" => ChannelKind::DirectTcpip {
                 host: text(r, "host to connect")?,
@@ -126,6 +137,9 @@ impl ChannelKind {
         Ok(Some(kind))
     }
 }
+
+/// Longest host name or address a channel open may carry.
+const MAX_ADDRESS_LEN: usize = 1024;
 
 /// SSH_MSG_CHANNEL_OPEN_FAILURE reason codes (RFC 4254 §5.1). Open newtype.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,6 +202,20 @@ mod tests {
             mode: TunMode::Ethernet,
             unit: Some(3),
         });
+    }
+
+    #[test]
+    fn a_host_longer_than_1024_bytes_is_refused() {
+        for len in [1024, 1025] {
+            let mut data = Vec::new();
+            Writer::new(&mut data)
+                .string("h".repeat(len))
+                .u32(22)
+                .string("127.0.0.1")
+                .u32(1);
+            let got = ChannelKind::decode(b"direct-tcpip", &mut Reader::new(&data));
+            assert_eq!(got.is_ok(), len == 1024, "{len}: {got:?}");
+        }
     }
 
     proptest! {

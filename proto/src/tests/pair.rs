@@ -372,6 +372,37 @@ fn keepalive_measures_rtt_and_detects_dead_peer() {
     assert_eq!(pair.client_error, Some(Error::KeepaliveTimeout(3)));
 }
 
+/// A peer that never answers keepalive probes but is not silent either (here an IGNORE after
+/// each interval): one probe waits for its answer, and no more are sent (each used to add an
+/// entry that only an answer removes).
+#[test]
+fn keepalives_a_peer_never_answers_do_not_pile_up() {
+    let (mut c, s) = Pair::default_configs();
+    c.keepalive = Some(Duration::from_secs(15));
+    c.keepalive_max = 3;
+    let mut pair = Pair::new(c, s);
+    pair.run();
+    let mut sent_after_first = 0;
+    for round in 0..50 {
+        pair.now += Duration::from_secs(16);
+        pair.client.handle_timeout(pair.now).unwrap();
+        let mut out = Vec::new();
+        pair.client.poll_transmit(&mut out);
+        if round > 0 {
+            sent_after_first += out.len();
+        }
+        // The probe is dropped; the server says something else.
+        pair.server
+            .transport_mut_for_tests()
+            .tx
+            .send(|b| b.extend_from_slice(&[2, 0, 0, 0, 0]));
+        let mut back = Vec::new();
+        pair.server.poll_transmit(&mut back);
+        pair.client.handle_input(&back, pair.now).unwrap();
+    }
+    assert_eq!(sent_after_first, 0, "probes sent while one was unanswered");
+}
+
 #[test]
 fn unknown_host_key_is_refused() {
     let (c, s) = Pair::default_configs();
