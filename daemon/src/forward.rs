@@ -6,7 +6,7 @@
 //! in (`restrict`, `no-port-forwarding`, `permitopen`, `permitlisten`), as sshd does.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use sshvpn_proto::{ChannelKind, GlobalRequest, OpenFailure, TunMode};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,7 +17,26 @@ use crate::driver::{Handle, Incoming, splice};
 use crate::policy::Grant;
 use crate::tun::server::TunPool;
 
-type Listeners = Arc<Mutex<HashMap<(String, u32), JoinHandle<()>>>>;
+/// The accept loop of one granted `tcpip-forward`, stopped when this is dropped. Dropping a
+/// tokio `JoinHandle` only detaches its task, which would keep the port bound after the
+/// forward is cancelled or its connection has ended, and a later `ssh -R` for the same port
+/// would be refused until the daemon restarts.
+struct ForwardListener(JoinHandle<()>);
+
+impl ForwardListener {
+    /// Stops the accept loop and waits until its socket is closed: a client may ask for the
+    /// same port again as soon as its cancel is answered.
+    async fn close(mut self) {
+        self.0.abort();
+        let _ = (&mut self.0).await;
+    }
+}
+
+impl Drop for ForwardListener {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Serves what the peer asks of a connection until the connection ends.
 pub async fn serve_incoming(
@@ -27,7 +46,11 @@ pub async fn serve_incoming(
     tun_pool: Option<Arc<TunPool>>,
 ) {
     let options = || grant.lock().ok().and_then(|g| g.clone());
-    let listeners: Listeners = Arc::default();
+    // Keyed by the address as requested and the port actually bound: for a request for port
+    // 0, RFC 4254 §7.1 has the server reply with the port it allocated, and the client
+    // cancels with that port (as OpenSSH's ssh does, and sshd matches). Dropped with this
+    // future, so the connection task aborting it stops every listener too.
+    let mut listeners: HashMap<(String, u32), ForwardListener> = HashMap::new();
     while let Some(item) = incoming.recv().await {
         match item {
             Incoming::Channel(ch) => match ch.kind.clone() {
@@ -123,33 +146,22 @@ pub async fn serve_incoming(
                                 address.clone(),
                                 bound,
                             ));
-                            if let Ok(mut map) = listeners.lock() {
-                                map.insert((address, port), task);
-                            }
+                            listeners.insert((address, bound), ForwardListener(task));
                             req.reply(Ok((port == 0).then_some(bound))).await;
                         }
                         Err(_) => req.reply(Err(())).await,
                     }
                 }
                 GlobalRequest::CancelTcpipForward { address, port } => {
-                    let task = listeners
-                        .lock()
-                        .ok()
-                        .and_then(|mut m| m.remove(&(address, port)));
-                    match task {
-                        Some(task) => {
-                            task.abort();
+                    match listeners.remove(&(address, port)) {
+                        Some(listener) => {
+                            listener.close().await;
                             req.reply(Ok(None)).await;
                         }
                         None => req.reply(Err(())).await,
                     }
                 }
             },
-        }
-    }
-    if let Ok(mut map) = listeners.lock() {
-        for (_, task) in map.drain() {
-            task.abort();
         }
     }
 }

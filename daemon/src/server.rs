@@ -162,6 +162,8 @@ pub async fn serve(
                 });
                 let serve = tokio::spawn(serve_incoming(handle, incoming, grant, tun_pool));
                 let result = task.await;
+                // Dropping serve_incoming drops its remote-forward listeners, which stops them
+                // (see `ForwardListener`): the ports are free for the client's next connection.
                 serve.abort();
                 match result {
                     Ok(Err(e)) => tracing::info!(reason = %e, "client connection ended"),

@@ -502,6 +502,114 @@ async fn openssh_client_against_sshvpnd_server_with_key_options() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_forward_ports_are_freed_when_the_client_goes() {
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, format!("{}\n", key.public_line)).unwrap();
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    // Two worker threads, as sshvpnd runs on four cores or more: there the end of a
+    // connection races the cleanup of what it served.
+    let d = Daemon::start_env(
+        &dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
+            keys.display()
+        ),
+        &[("TOKIO_WORKER_THREADS", std::path::Path::new("2"))],
+    )
+    .await;
+    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
+    let known = format!(
+        "[127.0.0.1]:{port} {}",
+        host_pub
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let r = free_port();
+    let fixed = format!("127.0.0.1:{r}:127.0.0.1:{}", echo.port);
+    let ssh = || {
+        Ssh::new(&dir)
+            .port(port)
+            .identity(&key)
+            .known_hosts_line(&known)
+            .remote_forward(&fixed)
+    };
+
+    // A fixed port, and two ports for the server to choose (`-R 0`: RFC 4254 §7.1); ssh
+    // drops a repeated forward, so each of these goes to its own echo server.
+    let other = EchoServer::start().await;
+    let mut first = ssh()
+        .remote_forward(&format!("127.0.0.1:0:127.0.0.1:{}", echo.port))
+        .remote_forward(&format!("127.0.0.1:0:127.0.0.1:{}", other.port))
+        .spawn();
+    first.wait_for_port(r, UP).await;
+    let deadline = tokio::time::Instant::now() + UP;
+    let mut ports = allocated_ports(&first.stderr());
+    while ports.len() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ssh did not report two allocated ports:\n{}",
+            first.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ports = allocated_ports(&first.stderr());
+    }
+    for p in [r].iter().chain(&ports) {
+        transfer_echo(loopback(*p), 1 << 20, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("{e}\nssh:\n{}\nsshvpnd:\n{}", first.stderr(), d.log()));
+    }
+    first.kill().await;
+
+    // With the client gone, nothing listens on its ports any more (as with sshd).
+    for p in [r].iter().chain(&ports) {
+        let deadline = tokio::time::Instant::now() + UP;
+        while tokio::net::TcpStream::connect(loopback(*p)).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "port {p} still listening {UP:?} after the client that asked for it was killed\nssh:\n{}\nsshvpnd:\n{}",
+                first.stderr(),
+                d.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // The same user reconnecting gets the fixed port again, and it carries data.
+    let mut second = ssh().spawn();
+    second.wait_for_port(r, UP).await;
+    transfer_echo(loopback(r), 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nssh:\n{}\nsshvpnd:\n{}", second.stderr(), d.log()));
+    assert!(
+        second.exit_status_within(Duration::ZERO).await.is_none(),
+        "ssh gave up on -R {fixed} on its second connection:\n{}",
+        second.stderr()
+    );
+    second.kill().await;
+}
+
+/// The ports ssh reports the server allocated for its `-R 0:…` forwards.
+fn allocated_ports(ssh_log: &str) -> Vec<u16> {
+    ssh_log
+        .lines()
+        .filter_map(|l| {
+            l.split("Allocated port ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_from_ssh_agent_and_passphrase_file() {
     let dir = TestDir::new();
     let sshd = Sshd::start(&dir, SshdOptions::default()).await;
