@@ -241,6 +241,20 @@ async fn sshvpnd_link_to_openssh_sshd_carries_ip_and_survives_an_outage() {
         "traffic resumes by itself after the outage"
     );
 
+    // sshd's end of the tunnel goes away (its device deleted), so sshd ends the tunnel
+    // channel on a connection that is otherwise fine: the link connects again for a new
+    // one, rather than stay up with a dead tunnel.
+    t.srv.ip(&["link", "del", &far]);
+    let far = t.srv.wait_single_link("tun", UP);
+    t.srv.ip(&["addr", "replace", "10.77.0.1/24", "dev", &far]);
+    t.srv.ip(&["link", "set", &far, "up"]);
+    d.wait_link("vpn", "up", UP).await;
+    assert!(
+        t.cli.ping("10.201.0.2", 3),
+        "traffic resumes after sshd ended the tunnel channel; log:\n{}",
+        d.log()
+    );
+
     // SIGTERM: the device and its routes are gone.
     assert_eq!(d.terminate().await, Some(0));
     let links = t.cli.ip(&["-o", "link", "show"]);

@@ -472,7 +472,7 @@ impl Supervisor {
         let _ = self.current.send(Some(handle.clone()));
         let serving = tokio::spawn(remote::serve(self.remote.clone(), incoming));
         self.request_remote_forwards(&handle).await;
-        self.open_tun(&handle).await;
+        let tun_ended = self.open_tun(&handle).await;
         // "up" once the remote forwards and the tunnel have their answers, so status never
         // shows a half-set-up link as up.
         self.set_phase(LinkPhase::Up);
@@ -481,6 +481,18 @@ impl Supervisor {
                 Ok(Err(e)) => Ended::Retry(e.to_string()),
                 _ => Ended::Retry("connection ended".into()),
             },
+            // The tunnel is what an always-on link is for: without its channel, connect again
+            // (which opens a new one) rather than stay up with a dead tunnel.
+            () = async {
+                match tun_ended {
+                    Some(ended) => drop(ended.await),
+                    None => std::future::pending().await,
+                }
+            } => {
+                handle.disconnect("the tunnel channel ended").await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), &mut task).await;
+                Ended::Retry("the server ended the tunnel channel".into())
+            }
             cmd = self.next_control(Some(&handle)) => {
                 handle.disconnect(match cmd { Some(LinkCmd::Up) => "restarting", _ => "link taken down" }).await;
                 let _ = tokio::time::timeout(Duration::from_secs(2), &mut task).await;
@@ -503,10 +515,9 @@ impl Supervisor {
     /// Opens the tun channel (point-to-point) and hands it to the bridge. Without a
     /// configured address, the server's assignment ("tun-address@sshvpn") sets the device up
     /// first, or re-addresses it when the server hands out a different one.
-    async fn open_tun(&self, handle: &Handle) {
-        let Some(cfg) = self.config.tun.as_ref().map(|t| t.get_ref().clone()) else {
-            return;
-        };
+    /// Returns what completes when the channel ends, once it is open.
+    async fn open_tun(&self, handle: &Handle) -> Option<oneshot::Receiver<()>> {
+        let cfg = self.config.tun.as_ref().map(|t| t.get_ref().clone())?;
         let kind = ChannelKind::Tun {
             mode: TunMode::PointToPoint,
             unit: cfg.remote_unit,
@@ -521,11 +532,7 @@ impl Supervisor {
                     Ok(())
                 };
                 match (ready, self.tun.lock().ok().and_then(|t| t.clone())) {
-                    (Ok(()), Some(t)) => {
-                        // The client does not wait for the channel to end: the supervisor sees the connection end.
-                        drop(t.bridge.attach(stream));
-                        Ok(())
-                    }
+                    (Ok(()), Some(t)) => Ok(t.bridge.attach(stream)),
                     (Ok(()), None) => Err("the TUN device is not set up (see the log)".into()),
                     (Err(e), _) => Err(e),
                 }
@@ -534,12 +541,17 @@ impl Supervisor {
         if let Err(e) = &result {
             tracing::warn!(error = %e, "tunnel not up");
         }
+        let (ended, error) = match result {
+            Ok(ended) => (Some(ended), None),
+            Err(e) => (None, Some(e)),
+        };
         self.status.send_modify(|s| {
             if let Some(ts) = s.tun.as_mut() {
-                ts.channel_open = result.is_ok();
-                ts.error = result.err();
+                ts.channel_open = ended.is_some();
+                ts.error = error;
             }
         });
+        ended
     }
 
     async fn apply_assignment(

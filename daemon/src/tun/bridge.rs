@@ -148,7 +148,8 @@ impl TunBridge {
     }
 
     /// Uses `stream` from now on (after a (re)connect). The returned receiver completes when
-    /// the peer stops sending on it (channel closed or connection lost).
+    /// the channel ends: closed by the peer, the connection lost, closed by us because its
+    /// framing broke, or replaced by another.
     pub fn attach(&self, stream: ChannelStream) -> tokio::sync::oneshot::Receiver<()> {
         let ChannelStream { reader, writer } = stream;
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -431,7 +432,7 @@ async fn channel_to_device(
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "bad framing on the tun channel; waiting for the next one");
+                        tracing::warn!(error = %e, "bad framing on the tun channel; closing it");
                         bad_framing = true;
                         break;
                     }
@@ -439,9 +440,17 @@ async fn channel_to_device(
             }
             write_packets(&device, &mut gro, &mut out, &counters).await;
             if bad_framing {
+                // Nothing after a broken frame can be trusted to be one. Close the channel
+                // (rather than stop reading it and leave it open, which stalls the tunnel
+                // while the link looks up): the peer hears, and the owner of the channel
+                // sees it end (`attach`'s receiver).
+                if let Some(w) = current.writer.lock().await.take() {
+                    w.close().await;
+                }
                 break;
             }
         }
+        drop(reader);
         if let Some(done) = current.done.lock().ok().and_then(|mut d| d.take()) {
             let _ = done.send(());
         }
