@@ -618,6 +618,70 @@ async fn a_slow_saturated_wire_keeps_the_link_up() {
     );
 }
 
+/// A link whose wire stops answering (not yet declared dead) while a local program dribbles
+/// bytes into a forward, one per write: each read waits in the channel's queue until the wire
+/// is back, held at its size. Each used to hold the 16 KiB buffer it was read into (a
+/// resident page apiece: +44 MiB here, against +2 MiB now). Once the wire is back every byte
+/// arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_dribbled_into_a_stalled_link_are_held_at_their_size() {
+    let s = site().await;
+    let (_server, known) = start_server(&s, "server", 2222).await;
+    // Keepalives far apart: the link stays up while its wire is down.
+    let client = bulk_client(&s, &known, "keepalive = \"120s\"\n").await;
+    let mut sink = spawn_probe(&s.net.srv, &s.dir, "dribble-sink", &["sink", SINK]).await;
+    let bytes = 50_000;
+    let dribble_log = s.dir.path().join("dribble.log");
+    let mut dribble = s.net.cli.spawn(
+        &binary("netprobe"),
+        &["dribble", SINK_FORWARD, &bytes.to_string()],
+        &dribble_log,
+    );
+    // The forward's channel opens while the wire answers; then the wire stops answering.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = client.status_kib("VmRSS");
+    s.net.srv.ip(&["link", "set", &s.net.srv_if, "down"]);
+    // The rest of the 50,000 writes, 20 µs apart (plus the sleeps' slack): all read within this.
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let grew_kib = client.status_kib("VmHWM").saturating_sub(rss_before);
+    s.net.srv.ip(&["link", "set", &s.net.srv_if, "up"]);
+    s.net.srv.ip(&[
+        "addr",
+        "replace",
+        &format!("{SERVER}/24"),
+        "dev",
+        &s.net.srv_if,
+    ]);
+    let last_line = |name: &str| {
+        std::fs::read_to_string(s.dir.path().join(name))
+            .unwrap_or_default()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (child, what) in [(&mut dribble, "dribble"), (&mut sink, "sink")] {
+        let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the {what} did not finish within 60 s of the wire's return")
+            })
+            .unwrap();
+        assert!(status.success(), "{what} failed: {status}");
+    }
+    let (sent, received) = (last_line("dribble.log"), last_line("dribble-sink.log"));
+    assert_eq!(sent, received, "bytes and SHA-256 sent vs received");
+    assert!(sent.starts_with(&format!("{bytes} ")), "{sent}");
+    assert!(
+        grew_kib < 16 * 1024,
+        "the client's peak RSS grew by {grew_kib} KiB holding {bytes} one-byte reads for a stalled link"
+    );
+    assert_eq!(times_up(&client), 1, "the link rode out the stall");
+    println!(
+        "{bytes} one-byte writes into a stalled link: client peak RSS +{grew_kib} KiB, all delivered once the wire was back"
+    );
+}
+
 /// Lines of a server's log that end a client connection from the client namespace: one per
 /// TCP connection it accepted (authenticated or not).
 fn connections_seen(server: &Daemon) -> usize {

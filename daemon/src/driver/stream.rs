@@ -363,6 +363,12 @@ async fn splice_halves<R, W>(
                     } else {
                         QUIET_CHUNK.max(n.next_power_of_two())
                     };
+                    // Credit counts bytes: a short read must not hold a whole buffer while it
+                    // waits (a stalled link, a writer dribbling bytes: a million 1-byte reads
+                    // in 16 KiB buffers). glibc shrinks in place.
+                    if n < buf.capacity() / 4 {
+                        buf.shrink_to_fit();
+                    }
                     if writer.send(buf).await.is_err() {
                         return;
                     }

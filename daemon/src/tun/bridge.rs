@@ -236,7 +236,16 @@ async fn device_to_channel(
                     Some(w) => {
                         let bytes = batch.len() as u64;
                         let capacity = if offload { OFFLOAD_BATCH } else { BATCH } + 2048;
-                        let full = std::mem::replace(&mut batch, w.buffer(capacity));
+                        // A batch that fills little of its buffer (a lone packet, a few) goes
+                        // as a copy of its own size, and the buffer stays for the next read:
+                        // the channel's credit counts bytes, so while the link stalls each
+                        // queued packet would otherwise hold a whole 64 KiB (or 256 KiB)
+                        // buffer, thousands of them.
+                        let full = if batch.len() < batch.capacity() / 4 {
+                            batch.clone()
+                        } else {
+                            std::mem::replace(&mut batch, w.buffer(capacity))
+                        };
                         if w.send(full).await.is_ok() {
                             TunCounters::add(&counters.bytes_out, bytes);
                             true

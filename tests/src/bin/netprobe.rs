@@ -3,6 +3,7 @@
 //!
 //!   netprobe sink ADDR:PORT                 accept one TCP connection, print "BYTES SHA256"
 //!   netprobe send ADDR:PORT BYTES           send a deterministic pattern, print "BYTES SHA256"
+//!   netprobe dribble ADDR:PORT BYTES        the same, one byte per write (TCP_NODELAY), 20 µs apart
 //!   netprobe udp-echo ADDR:PORT             echo UDP datagrams for 60 s
 //!   netprobe udp-ping ADDR:PORT COUNT       send COUNT datagrams, print how many came back
 //!   netprobe sink-forever ADDR:PORT         accept connections and discard what they send
@@ -85,6 +86,23 @@ fn main() {
             let mut rest = Vec::new();
             let _ = s.read_to_end(&mut rest);
             println!("{sent} {}", hex(&h.finalize()));
+        }
+        ["dribble", addr, bytes] => {
+            let total: usize = bytes.parse().expect("bytes");
+            let mut s = connect_retry(addr);
+            s.set_nodelay(true).ok();
+            let mut h = Sha256::new();
+            for i in 0..total {
+                let b = [pattern_byte(i)];
+                s.write_all(&b).expect("write");
+                h.update(b);
+                // Apart enough that each byte is read on its own.
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            s.shutdown(std::net::Shutdown::Write).ok();
+            let mut rest = Vec::new();
+            let _ = s.read_to_end(&mut rest);
+            println!("{total} {}", hex(&h.finalize()));
         }
         ["udp-echo", addr] => {
             let u = UdpSocket::bind(addr).expect("bind");
