@@ -682,6 +682,60 @@ async fn bytes_dribbled_into_a_stalled_link_are_held_at_their_size() {
     );
 }
 
+/// A flood of small datagrams into the tunnel of a link whose wire stops answering: each
+/// packet the bridge reads waits for the link, held at its size rather than in the 64 KiB
+/// buffer it was read into (+31 MiB here before, +3 MiB now). Pings cross again once the wire
+/// is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_datagram_flood_into_a_stalled_tunnel_is_held_at_its_size() {
+    let s = site().await;
+    let (_server, known) = start_server(&s, "server", 2222).await;
+    let body = link(
+        &s,
+        "site",
+        2222,
+        &known_hosts(&s, &known),
+        "keepalive = \"120s\"\n",
+        "[link.tun]\nmtu = 1400\n",
+    );
+    let client = Daemon::start_in(&s.net.cli, &s.dir, "client", &body).await;
+    client.wait_link("site", "up", UP).await;
+    assert!(s.net.cli.ping(TUN_SERVER, 2), "ping through the tunnel");
+    let rss_before = client.status_kib("VmRSS");
+    s.net.srv.ip(&["link", "set", &s.net.srv_if, "down"]);
+    let flood = probe(
+        &s.net.cli,
+        &["udp-blast", &format!("{TUN_SERVER}:9"), "20000"],
+        20,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let grew_kib = client.status_kib("VmHWM").saturating_sub(rss_before);
+    let sent: u64 = client.link("site").await.tun.map_or(0, |t| t.packets_out);
+    s.net.srv.ip(&["link", "set", &s.net.srv_if, "up"]);
+    s.net.srv.ip(&[
+        "addr",
+        "replace",
+        &format!("{SERVER}/24"),
+        "dev",
+        &s.net.srv_if,
+    ]);
+    assert_eq!(flood, "20000", "datagrams sent into the tunnel");
+    assert!(
+        grew_kib < 16 * 1024,
+        "the client's peak RSS grew by {grew_kib} KiB holding a datagram flood for a stalled tunnel"
+    );
+    until(
+        Duration::from_secs(40),
+        "pings did not cross the tunnel again once the wire was back",
+        async || s.net.cli.ping(TUN_SERVER, 1),
+    )
+    .await;
+    assert_eq!(times_up(&client), 1, "the link rode out the stall");
+    println!(
+        "20,000 datagrams into a stalled tunnel ({sent} packets taken by the bridge): client peak RSS +{grew_kib} KiB"
+    );
+}
+
 /// Lines of a server's log that end a client connection from the client namespace: one per
 /// TCP connection it accepted (authenticated or not).
 fn connections_seen(server: &Daemon) -> usize {

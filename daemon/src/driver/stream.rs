@@ -256,6 +256,13 @@ impl ChannelWriter {
         buf
     }
 
+    /// Whether data this writer sent still waits for the link (more than 16 KiB of it): then
+    /// what it queues should be held at its size (see the TUN bridge). A link that keeps up
+    /// takes each send before the next.
+    pub fn backed_up(&self) -> bool {
+        self.credit.available_permits() < super::CHANNEL_CREDIT - 16 * 1024
+    }
+
     /// Queues `data` (at most `CHUNK` bytes) for the channel, waiting for credit.
     pub async fn send(&mut self, data: Vec<u8>) -> Result<(), ChannelClosed> {
         let n = u32::try_from(data.len().min(super::CHANNEL_CREDIT)).map_err(|_| ChannelClosed)?;

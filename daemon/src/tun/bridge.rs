@@ -236,12 +236,13 @@ async fn device_to_channel(
                     Some(w) => {
                         let bytes = batch.len() as u64;
                         let capacity = if offload { OFFLOAD_BATCH } else { BATCH } + 2048;
-                        // A batch that fills little of its buffer (a lone packet, a few) goes
-                        // as a copy of its own size, and the buffer stays for the next read:
-                        // the channel's credit counts bytes, so while the link stalls each
-                        // queued packet would otherwise hold a whole 64 KiB (or 256 KiB)
-                        // buffer, thousands of them.
-                        let full = if batch.len() < batch.capacity() / 4 {
+                        // While the link is backed up, a batch that fills little of its
+                        // buffer (a lone packet, a few) goes as a copy of its own size, and the
+                        // buffer stays for the next read: the channel's credit counts bytes,
+                        // so each queued packet would otherwise hold a whole 64 KiB (or
+                        // 256 KiB) buffer, thousands of them. Otherwise the buffer goes as it
+                        // is and comes back once sent (`buffer`): no allocation per packet.
+                        let full = if w.backed_up() && batch.len() < batch.capacity() / 4 {
                             batch.clone()
                         } else {
                             std::mem::replace(&mut batch, w.buffer(capacity))

@@ -6,6 +6,7 @@
 //!   netprobe dribble ADDR:PORT BYTES        the same, one byte per write (TCP_NODELAY), 20 µs apart
 //!   netprobe udp-echo ADDR:PORT             echo UDP datagrams for 60 s
 //!   netprobe udp-ping ADDR:PORT COUNT       send COUNT datagrams, print how many came back
+//!   netprobe udp-blast ADDR:PORT COUNT      send COUNT small datagrams 20 µs apart, print how many
 //!   netprobe sink-forever ADDR:PORT         accept connections and discard what they send
 //!   netprobe echo-forever ADDR:PORT         accept connections and echo what they send
 //!   netprobe socks-send PROXY HOST:PORT SECS   push data through SOCKS5 for SECS, print Gbit/s
@@ -112,6 +113,20 @@ fn main() {
             while let Ok((n, from)) = u.recv_from(&mut buf) {
                 let _ = u.send_to(&buf[..n], from);
             }
+        }
+        ["udp-blast", addr, count] => {
+            let count: u32 = count.parse().expect("count");
+            let u = UdpSocket::bind("0.0.0.0:0").expect("bind");
+            u.connect(addr).expect("connect");
+            let mut sent = 0;
+            for i in 0..count {
+                if u.send(format!("blast {i}").as_bytes()).is_ok() {
+                    sent += 1;
+                }
+                // Apart enough that each is read from the device on its own.
+                std::thread::sleep(Duration::from_micros(20));
+            }
+            println!("{sent}");
         }
         ["udp-ping", addr, count] => {
             let count: u32 = count.parse().expect("count");
