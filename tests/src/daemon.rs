@@ -218,6 +218,18 @@ impl Daemon {
         self.child.id().expect("sshvpnd pid")
     }
 
+    /// A server daemon's host key as a known_hosts line wants it ("ssh-ed25519 AAAA…"), read
+    /// from the key it generated in its state directory.
+    pub fn host_key_blob(&self) -> String {
+        let public = std::fs::read_to_string(self.state_dir.join("ssh_host_ed25519_key.pub"))
+            .expect("the server wrote its host key");
+        public
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// One "Field:  N kB" line of the daemon's /proc status (VmRSS, VmHWM, RssAnon…), in KiB.
     pub fn status_kib(&self, field: &str) -> u64 {
         status_kib(self.pid(), field)

@@ -423,15 +423,7 @@ async fn openssh_client_against_sshvpnd_server_with_key_options() {
         ),
     )
     .await;
-    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
-    let known = format!(
-        "[127.0.0.1]:{port} {}",
-        host_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let known = format!("[127.0.0.1]:{port} {}", d.host_key_blob());
     let ssh = |key: &KeyPair| {
         Ssh::new(&dir)
             .port(port)
@@ -521,15 +513,7 @@ async fn remote_forward_ports_are_freed_when_the_client_goes() {
         &[("TOKIO_WORKER_THREADS", std::path::Path::new("2"))],
     )
     .await;
-    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
-    let known = format!(
-        "[127.0.0.1]:{port} {}",
-        host_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let known = format!("[127.0.0.1]:{port} {}", d.host_key_blob());
     let r = free_port();
     let fixed = format!("127.0.0.1:{r}:127.0.0.1:{}", echo.port);
     let ssh = || {
@@ -1014,15 +998,7 @@ async fn sshvpnd_server_trusts_user_certificates_from_trusted_user_ca_keys() {
         ),
     )
     .await;
-    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
-    let known = format!(
-        "[127.0.0.1]:{port} {}",
-        host_pub
-            .split_whitespace()
-            .take(2)
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    let known = format!("[127.0.0.1]:{port} {}", d.host_key_blob());
     let l = free_port();
     let mut p = Ssh::new(&dir)
         .port(port)

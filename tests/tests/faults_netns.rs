@@ -60,6 +60,23 @@ fn net() -> Net {
     }
 }
 
+/// Takes the server's end of the wire down (nothing the client sends is answered) or brings
+/// it back with its address.
+fn server_wire(net: &Net, up: bool) {
+    if !up {
+        net.srv.ip(&["link", "set", &net.srv_if, "down"]);
+        return;
+    }
+    net.srv.ip(&["link", "set", &net.srv_if, "up"]);
+    net.srv.ip(&[
+        "addr",
+        "replace",
+        &format!("{SERVER}/24"),
+        "dev",
+        &net.srv_if,
+    ]);
+}
+
 /// The client's key and the test's files.
 struct Site {
     net: Net,
@@ -116,19 +133,8 @@ async fn start_server(s: &Site, name: &str, port: u16) -> (Daemon, String) {
         keys.display()
     );
     let d = Daemon::start_in(&s.net.srv, &s.dir, name, &body).await;
-    let line = format!("[{SERVER}]:{port} {}", host_key_blob(&d));
+    let line = format!("[{SERVER}]:{port} {}", d.host_key_blob());
     (d, line)
-}
-
-/// `ssh-ed25519 AAAA…` of a server's generated host key.
-fn host_key_blob(server: &Daemon) -> String {
-    let public = std::fs::read_to_string(server.state_dir.join("ssh_host_ed25519_key.pub"))
-        .expect("the server wrote its host key");
-    public
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The SHA256 fingerprint of a server's host key, as `ssh-keygen -lf` prints it.
@@ -263,7 +269,7 @@ async fn veth_down_past_the_keepalive_window_then_back() {
     echo_through_forward(&s.net.cli, 1 << 20).unwrap();
 
     // The server's end of the wire goes down: nothing the client sends is answered.
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "down"]);
+    server_wire(&s.net, false);
     let cut = Instant::now();
     let detected = until(
         DEAD_AFTER + Duration::from_secs(8),
@@ -284,14 +290,7 @@ async fn veth_down_past_the_keepalive_window_then_back() {
     let down_for = (DEAD_AFTER * 3).max(Duration::from_secs(6));
     tokio::time::sleep(down_for.saturating_sub(cut.elapsed())).await;
     assert!(!is_up(&client.link("site").await), "still down mid-outage");
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "up"]);
-    s.net.srv.ip(&[
-        "addr",
-        "replace",
-        &format!("{SERVER}/24"),
-        "dev",
-        &s.net.srv_if,
-    ]);
+    server_wire(&s.net, true);
     let restored = Instant::now();
     let after = client.wait_link("site", "up", UP).await;
     let recovered = restored.elapsed();
@@ -640,18 +639,11 @@ async fn bytes_dribbled_into_a_stalled_link_are_held_at_their_size() {
     // The forward's channel opens while the wire answers; then the wire stops answering.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = client.status_kib("VmRSS");
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "down"]);
+    server_wire(&s.net, false);
     // The rest of the 50,000 writes, 20 µs apart (plus the sleeps' slack): all read within this.
     tokio::time::sleep(Duration::from_secs(9)).await;
     let grew_kib = client.status_kib("VmHWM").saturating_sub(rss_before);
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "up"]);
-    s.net.srv.ip(&[
-        "addr",
-        "replace",
-        &format!("{SERVER}/24"),
-        "dev",
-        &s.net.srv_if,
-    ]);
+    server_wire(&s.net, true);
     let last_line = |name: &str| {
         std::fs::read_to_string(s.dir.path().join(name))
             .unwrap_or_default()
@@ -702,7 +694,7 @@ async fn a_datagram_flood_into_a_stalled_tunnel_is_held_at_its_size() {
     client.wait_link("site", "up", UP).await;
     assert!(s.net.cli.ping(TUN_SERVER, 2), "ping through the tunnel");
     let rss_before = client.status_kib("VmRSS");
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "down"]);
+    server_wire(&s.net, false);
     let flood = probe(
         &s.net.cli,
         &["udp-blast", &format!("{TUN_SERVER}:9"), "20000"],
@@ -711,14 +703,7 @@ async fn a_datagram_flood_into_a_stalled_tunnel_is_held_at_its_size() {
     .unwrap_or_else(|e| panic!("{e}"));
     let grew_kib = client.status_kib("VmHWM").saturating_sub(rss_before);
     let sent: u64 = client.link("site").await.tun.map_or(0, |t| t.packets_out);
-    s.net.srv.ip(&["link", "set", &s.net.srv_if, "up"]);
-    s.net.srv.ip(&[
-        "addr",
-        "replace",
-        &format!("{SERVER}/24"),
-        "dev",
-        &s.net.srv_if,
-    ]);
+    server_wire(&s.net, true);
     assert_eq!(flood, "20000", "datagrams sent into the tunnel");
     assert!(
         grew_kib < 16 * 1024,

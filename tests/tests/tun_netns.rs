@@ -271,9 +271,8 @@ async fn sshvpnd_server(t: &Topology, dir: &TestDir, authorized: &str) -> (Daemo
         keys.display()
     );
     let d = Daemon::start_in(&t.srv, dir, "server", &body).await;
-    let host_pub = std::fs::read_to_string(d.state_dir.join("ssh_host_ed25519_key.pub")).unwrap();
-    let blob: Vec<&str> = host_pub.split_whitespace().take(2).collect();
-    (d, format!("[10.200.0.2]:2222 {}", blob.join(" ")))
+    let known = format!("[10.200.0.2]:2222 {}", d.host_key_blob());
+    (d, known)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
