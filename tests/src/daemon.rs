@@ -68,6 +68,48 @@ pub struct Daemon {
     log: PathBuf,
 }
 
+/// When a test fails, each of its daemons prints what it said: every warning and error, and
+/// its last lines (the logs are at debug level and go with the test's directory).
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", log_excerpt(&self.name, &self.log()));
+        }
+    }
+}
+
+/// The parts of a daemon log that explain a failure: up to 60 warnings and errors (the last
+/// ones), then the last 40 lines.
+fn log_excerpt(name: &str, log: &str) -> String {
+    const PROBLEMS: usize = 60;
+    const TAIL: usize = 40;
+    let lines: Vec<&str> = log.lines().collect();
+    let problems: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    let mut out = format!(
+        "---- sshvpnd {name}: {} log lines, {} warnings and errors",
+        lines.len(),
+        problems.len()
+    );
+    if problems.len() > PROBLEMS {
+        out += &format!(" (the last {PROBLEMS})");
+    }
+    out += ":\n";
+    for l in &problems[problems.len().saturating_sub(PROBLEMS)..] {
+        out += l;
+        out.push('\n');
+    }
+    out += &format!("---- sshvpnd {name}: the last {TAIL} lines:\n");
+    for l in &lines[lines.len().saturating_sub(TAIL)..] {
+        out += l;
+        out.push('\n');
+    }
+    out
+}
+
 impl Daemon {
     /// The `[daemon]` section every test daemon uses: its own socket and state directory.
     pub fn daemon_section(dir: &TestDir, name: &str) -> String {
