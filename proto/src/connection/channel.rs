@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::ChannelKind;
 use crate::transport::Tx;
-use crate::wire::{MsgType, Writer};
+use crate::wire::{MsgType, Reader, Writer};
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +129,27 @@ impl Channel {
         done
     }
 
+    /// What the window counted for the first `n` buffered bytes: on a datagram channel, the
+    /// messages among them without their length prefixes; otherwise `n`.
+    pub fn counted_in(&self, n: usize) -> usize {
+        if !self.datagram {
+            return n;
+        }
+        let mut left = n;
+        let mut counted = 0;
+        for (i, chunk) in self.recv.iter().enumerate() {
+            if left == 0 {
+                break;
+            }
+            let from = if i == 0 { self.recv_front } else { 0 };
+            let bytes = chunk.get(from..).unwrap_or_default();
+            let bytes = bytes.get(..left).unwrap_or(bytes);
+            left -= bytes.len();
+            counted += datagram_payload(bytes);
+        }
+        counted
+    }
+
     /// Takes the oldest chunk of received data, consuming it.
     pub fn take(&mut self) -> Option<Vec<u8>> {
         let mut chunk = self.recv.pop_front()?;
@@ -203,4 +224,15 @@ impl Spare {
             self.small = Some(chunk);
         }
     }
+}
+
+/// The window a run of datagram messages (SSH strings) counted: their payloads. Bytes that do
+/// not form a whole message (a caller that consumed part of one) count in full.
+pub fn datagram_payload(bytes: &[u8]) -> usize {
+    let mut r = Reader::new(bytes);
+    let mut n = 0;
+    while let Ok(m) = r.string() {
+        n += m.len();
+    }
+    n + r.remaining()
 }

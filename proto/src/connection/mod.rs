@@ -228,16 +228,17 @@ impl Channels {
             .unwrap_or_default()
     }
 
-    /// The application consumed `n` buffered bytes: return them to the peer's window once
-    /// half the window, or [`MAX_ADJUST_STEP`], has been consumed, so adjusts are few and the
-    /// pipe stays full.
+    /// The application consumed `n` buffered bytes (on a datagram channel, whole messages):
+    /// return what the window counted of them once half the window, or [`MAX_ADJUST_STEP`],
+    /// has been consumed, so adjusts are few and the pipe stays full.
     pub fn consume(&mut self, id: ChannelId, n: usize, tx: &mut Tx) {
         let step = self.adjust_step();
         let Some(ch) = self.table.get_mut(&id.0) else {
             return;
         };
+        let counted = ch.counted_in(n);
         let n = ch.consume(n, &mut self.spare);
-        return_window(ch, n, step, tx);
+        return_window(ch, counted.min(n), step, tx);
     }
 
     /// Takes the oldest chunk of buffered data by value, as `consume` would.
@@ -247,12 +248,7 @@ impl Channels {
         let chunk = ch.take()?;
         let n = if ch.datagram {
             // What the window counted: the messages without their length prefixes.
-            let mut r = Reader::new(&chunk);
-            let mut n = 0;
-            while let Ok(m) = r.string() {
-                n += m.len();
-            }
-            n
+            channel::datagram_payload(&chunk)
         } else {
             chunk.len()
         };

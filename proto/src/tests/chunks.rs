@@ -100,6 +100,54 @@ fn taking_datagrams_returns_their_payload_to_the_window() {
 }
 
 #[test]
+fn consuming_datagrams_returns_their_payload_to_the_window() {
+    // As with taking: consuming whole messages returns the packet bytes, not their length
+    // prefixes. Otherwise each round hands the peer 4 bytes per packet more than it sent, and
+    // the window stops bounding what it may send.
+    const WINDOW: usize = 64 * 1024;
+    const PACKET: usize = 100;
+    /// Half the window: when consumed bytes go back (`adjust_step`).
+    const STEP: usize = WINDOW / 2;
+    let mut pair = Pair::connected_with_windows(WINDOW as u32, 32 * 1024);
+    let (cid, sid) = pair.open_tun();
+    let mut framed = Vec::new();
+    for _ in 0..4000 {
+        framed.extend_from_slice(&(PACKET as u32).to_be_bytes());
+        framed.extend_from_slice(&[0x45u8; PACKET]);
+    }
+    let (mut sent, mut consumed) = (0, 0);
+    for round in 0..5 {
+        // The client sends until the window is spent...
+        loop {
+            let n = pair.client.channel_send(cid, &framed[sent..]).unwrap();
+            if n == 0 {
+                break;
+            }
+            sent += n;
+            pair.run();
+        }
+        // It may send what the window granted plus what was returned, which is all that was
+        // consumed but for less than one adjust step still gathering.
+        let sent_payload = sent / (PACKET + 4) * PACKET;
+        assert!(
+            sent_payload <= WINDOW + consumed && sent_payload + STEP + PACKET > WINDOW + consumed,
+            "round {round}: the peer sent {sent_payload} packet bytes with a window of {WINDOW} \
+             and {consumed} consumed"
+        );
+        // ...and the server consumes all of it, a chunk of whole messages at a time.
+        loop {
+            let n = pair.server.channel_data(sid).len();
+            if n == 0 {
+                break;
+            }
+            pair.server.channel_consume(sid, n);
+        }
+        consumed = sent_payload;
+        pair.run();
+    }
+}
+
+#[test]
 fn input_space_is_bounded_while_input_waits() {
     // The client waits for a host key verdict that never comes; a peer that keeps sending
     // must not make it buffer without bound.
