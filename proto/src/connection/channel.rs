@@ -231,8 +231,11 @@ impl Spare {
 pub fn datagram_payload(bytes: &[u8]) -> usize {
     let mut r = Reader::new(bytes);
     let mut n = 0;
-    while let Ok(m) = r.string() {
-        n += m.len();
+    loop {
+        let left = r.remaining();
+        match r.string() {
+            Ok(m) => n += m.len(),
+            Err(_) => return n + left,
+        }
     }
-    n + r.remaining()
 }
