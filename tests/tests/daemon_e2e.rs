@@ -578,6 +578,71 @@ async fn remote_forward_ports_are_freed_when_the_client_goes() {
     second.kill().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_forward_on_port_0_gets_the_servers_port_and_cancels_it() {
+    let dir = TestDir::new();
+    let key = dir.keygen("client").await;
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, format!("{}\n", key.public_line)).unwrap();
+    let echo = EchoServer::start().await;
+    let port = free_port();
+    let server = Daemon::start(
+        &dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
+            keys.display()
+        ),
+    )
+    .await;
+    // As `ssh -R 0:127.0.0.1:ECHO`: the server chooses the port.
+    let client = Daemon::start(
+        &dir,
+        "client",
+        &format!(
+            "[[link]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"alice\"\n\
+             identity = \"{}\"\ntrust_on_first_use = true\n\n[[link.remote_forward]]\n\
+             listen = \"127.0.0.1:0\"\nconnect = \"127.0.0.1:{}\"\n",
+            key.private.display(),
+            echo.port
+        ),
+    )
+    .await;
+    let link = client.wait_link("site", "up", UP).await;
+    let forward = link
+        .forwards
+        .iter()
+        .find(|f| f.kind == "remote")
+        .expect("the remote forward in the status");
+    assert_eq!(forward.state, "active", "{forward:?}");
+    let chosen: std::net::SocketAddr = forward.listen.parse().unwrap();
+    assert_ne!(
+        chosen.port(),
+        0,
+        "the status shows the port the server chose: {forward:?}"
+    );
+    transfer_echo(chosen, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nclient:\n{}\nserver:\n{}", client.log(), server.log()));
+
+    // Removed by the address the status shows, it is cancelled by that port (RFC 4254 §7.1:
+    // port 0 would name nothing), and the server stops listening.
+    let (ok, out, err) = client
+        .ctl(&["forward", "remove", "site", &chosen.to_string()])
+        .await;
+    assert!(ok, "forward remove: {out}{err}");
+    let deadline = tokio::time::Instant::now() + UP;
+    while tokio::net::TcpStream::connect(chosen).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{chosen} still listening {UP:?} after the forward was removed\nserver:\n{}",
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(client.link("site").await.forwards.is_empty());
+}
+
 /// The ports ssh reports the server allocated for its `-R 0:…` forwards.
 fn allocated_ports(ssh_log: &str) -> Vec<u16> {
     ssh_log

@@ -636,17 +636,19 @@ impl Supervisor {
                     let _ = reply.send(result);
                 }
                 LinkCmd::RemoveRemote(listen, reply) => {
-                    let Some(i) = self
-                        .config
-                        .remote_forward
-                        .iter()
-                        .position(|f| f.listen == listen)
-                    else {
+                    // Named as configured, or (for port 0) by the port the server chose.
+                    let Some(i) = self.config.remote_forward.iter().position(|f| {
+                        f.listen == listen
+                            || (f.listen.host == listen.host
+                                && self.remote.port(&f.listen) == listen.port)
+                    }) else {
                         let _ = reply.send(Err(format!("no remote forward on {listen}")));
                         continue;
                     };
-                    self.config.remote_forward.remove(i);
-                    self.remote.remove(&listen);
+                    let configured = self.config.remote_forward.remove(i).listen;
+                    // The server knows the forward by the port it listens on (RFC 4254 §7.1).
+                    let port = self.remote.port(&configured);
+                    self.remote.remove(&configured);
                     self.status.send_modify(|s| {
                         if i < s.remote_forwards.len() {
                             s.remote_forwards.remove(i);
@@ -654,8 +656,8 @@ impl Supervisor {
                     });
                     if let Some(h) = handle {
                         let cancel = GlobalRequest::CancelTcpipForward {
-                            address: listen.host.clone(),
-                            port: u32::from(listen.port),
+                            address: configured.host.clone(),
+                            port: u32::from(port),
                         };
                         let _ = h.global_request(cancel).await;
                     }
@@ -680,8 +682,20 @@ impl Supervisor {
             address: rf.listen.host.clone(),
             port: u32::from(rf.listen.port),
         };
+        let mut listening = rf.listen.clone();
         let state = match handle.global_request(request).await {
-            Ok(_) => ForwardState::Active,
+            Ok(chosen) => {
+                // Port 0: the server chose one, and says which (RFC 4254 §7.1).
+                if rf.listen.port == 0
+                    && let Some(port) = chosen.and_then(|p| u16::try_from(p).ok())
+                {
+                    self.remote.set_port(&rf.listen, port);
+                    listening.port = port;
+                    tracing::info!(forward = %rf.listen, %listening, connect = %rf.connect,
+                        "the server chose the port of a remote forward");
+                }
+                ForwardState::Active
+            }
             Err(_) => {
                 ForwardState::Failed(format!("the server refused to listen on {}", rf.listen))
             }
@@ -695,6 +709,7 @@ impl Supervisor {
         };
         self.status.send_modify(|s| {
             if let Some(f) = s.remote_forwards.get_mut(i) {
+                f.listen = listening.to_string();
                 f.state = state;
             }
         });

@@ -15,41 +15,80 @@ use crate::driver::{Incoming, splice};
 /// removes entries at runtime) and the task serving the server's channel opens.
 #[derive(Debug, Default)]
 pub struct RemoteForwards {
-    entries: Mutex<Vec<RemoteForwardConfig>>,
+    entries: Mutex<Vec<Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    config: RemoteForwardConfig,
+    /// The port the server listens on: the configured one, or the one it chose when asked
+    /// for port 0 (RFC 4254 §7.1), which changes with every connection.
+    port: u16,
+}
+
+impl Entry {
+    fn new(config: &RemoteForwardConfig) -> Self {
+        Self {
+            config: config.clone(),
+            port: config.listen.port,
+        }
+    }
 }
 
 impl RemoteForwards {
     pub fn new(config: &LinkConfig) -> Self {
         Self {
-            entries: Mutex::new(config.remote_forward.clone()),
+            entries: Mutex::new(config.remote_forward.iter().map(Entry::new).collect()),
         }
     }
 
     pub fn add(&self, rf: &RemoteForwardConfig) {
         if let Ok(mut e) = self.entries.lock() {
-            e.push(rf.clone());
+            e.push(Entry::new(rf));
         }
     }
 
     pub fn remove(&self, listen: &HostPort) {
         if let Ok(mut e) = self.entries.lock() {
-            e.retain(|f| f.listen != *listen);
+            e.retain(|f| f.config.listen != *listen);
         }
+    }
+
+    /// Records the port the server chose for the forward configured on `listen` (port 0).
+    pub fn set_port(&self, listen: &HostPort, port: u16) {
+        if let Ok(mut e) = self.entries.lock() {
+            for f in e.iter_mut().filter(|f| f.config.listen == *listen) {
+                f.port = port;
+            }
+        }
+    }
+
+    /// The port the server listens on for the forward configured on `listen`.
+    pub fn port(&self, listen: &HostPort) -> u16 {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|e| {
+                e.iter()
+                    .find(|f| f.config.listen == *listen)
+                    .map(|f| f.port)
+            })
+            .unwrap_or(listen.port)
     }
 
     /// The target for a connection the server accepted on `address:port`: an exact match
     /// first, else any forward on that port (the server may report the address differently).
     fn target(&self, address: &str, port: u32) -> Option<HostPort> {
         let entries = self.entries.lock().ok()?;
-        let by_port: Vec<&RemoteForwardConfig> = entries
+        let by_port: Vec<&Entry> = entries
             .iter()
-            .filter(|f| u32::from(f.listen.port) == port)
+            .filter(|f| u32::from(f.port) == port)
             .collect();
         by_port
             .iter()
-            .find(|f| f.listen.host == address)
+            .find(|f| f.config.listen.host == address)
             .or(by_port.first())
-            .map(|f| f.connect.clone())
+            .map(|f| f.config.connect.clone())
     }
 }
 
