@@ -608,27 +608,61 @@ async fn a_remote_forward_on_port_0_gets_the_servers_port_and_cancels_it() {
         ),
     )
     .await;
-    let link = client.wait_link("site", "up", UP).await;
-    let forward = link
-        .forwards
-        .iter()
-        .find(|f| f.kind == "remote")
-        .expect("the remote forward in the status");
-    assert_eq!(forward.state, "active", "{forward:?}");
-    let chosen: std::net::SocketAddr = forward.listen.parse().unwrap();
-    assert_ne!(
-        chosen.port(),
-        0,
-        "the status shows the port the server chose: {forward:?}"
-    );
+    client.wait_link("site", "up", UP).await;
+    port_0_forward_carries_data_and_cancels(&client, "site", || server.log()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_forward_on_port_0_added_at_runtime_works_with_openssh_sshd() {
+    let dir = TestDir::new();
+    let sshd = Sshd::start(&dir, SshdOptions::default()).await;
+    let key = dir.keygen("client").await;
+    sshd.authorize(&key);
+    let echo = EchoServer::start().await;
+    let trust = known_hosts(&dir, &sshd.known_hosts_line());
+    let client = Daemon::start(&dir, "client", &link_to("one", sshd.port(), &key, &trust)).await;
+    client.wait_link("one", "up", UP).await;
+    let target = format!("127.0.0.1:{}", echo.port);
+    let (ok, out, err) = client
+        .ctl(&["forward", "add", "one", "remote", "127.0.0.1:0", &target])
+        .await;
+    assert!(ok, "forward add: {out}{err}");
+    port_0_forward_carries_data_and_cancels(&client, "one", || sshd.log()).await;
+}
+
+/// The link's one remote forward, asked for on port 0: the status shows the port the server
+/// chose, it carries data to the echo server, and removing it by that address makes the
+/// server stop listening (a cancel names the chosen port: RFC 4254 §7.1).
+async fn port_0_forward_carries_data_and_cancels(
+    client: &Daemon,
+    link: &str,
+    server_log: impl Fn() -> String,
+) {
+    let deadline = tokio::time::Instant::now() + UP;
+    let chosen: std::net::SocketAddr = loop {
+        let info = client.link(link).await;
+        let forward = info
+            .forwards
+            .iter()
+            .find(|f| f.kind == "remote")
+            .expect("the remote forward in the status");
+        let listen: std::net::SocketAddr = forward.listen.parse().unwrap();
+        if forward.state == "active" && listen.port() != 0 {
+            break listen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no chosen port in the status after {UP:?}: {forward:?}\n{}",
+            client.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     transfer_echo(chosen, 1 << 20, Duration::from_secs(30))
         .await
-        .unwrap_or_else(|e| panic!("{e}\nclient:\n{}\nserver:\n{}", client.log(), server.log()));
+        .unwrap_or_else(|e| panic!("{e}\nclient:\n{}\nserver:\n{}", client.log(), server_log()));
 
-    // Removed by the address the status shows, it is cancelled by that port (RFC 4254 §7.1:
-    // port 0 would name nothing), and the server stops listening.
     let (ok, out, err) = client
-        .ctl(&["forward", "remove", "site", &chosen.to_string()])
+        .ctl(&["forward", "remove", link, &chosen.to_string()])
         .await;
     assert!(ok, "forward remove: {out}{err}");
     let deadline = tokio::time::Instant::now() + UP;
@@ -636,11 +670,18 @@ async fn a_remote_forward_on_port_0_gets_the_servers_port_and_cancels_it() {
         assert!(
             tokio::time::Instant::now() < deadline,
             "{chosen} still listening {UP:?} after the forward was removed\nserver:\n{}",
-            server.log()
+            server_log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(client.link("site").await.forwards.is_empty());
+    assert!(
+        !client
+            .link(link)
+            .await
+            .forwards
+            .iter()
+            .any(|f| f.kind == "remote")
+    );
 }
 
 /// The ports ssh reports the server allocated for its `-R 0:…` forwards.
