@@ -189,9 +189,10 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
     let mut links = status_receivers(&*daemon.lock().await);
     let mut counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
     notifier.ready(&last_status);
-    // Memory freed by closed channels goes back to the system a second after a close, and
-    // once more a second later, for what their tasks and the driver's tables let go of just
-    // after. Closes in between are taken up by the next round. (When, and trims left.)
+    // Memory freed by closed channels (or by a connection gone quiet) goes back to the system
+    // a second after, and once more a second later, for what their tasks and the driver's
+    // tables let go of just after. Frees in between are taken up by the next round. (When,
+    // and trims left.)
     let mut trim: Option<(tokio::time::Instant, u8)> = None;
     let watchdog = systemd::watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
@@ -223,7 +224,7 @@ async fn run(config: Config, path: PathBuf) -> Result<(), String> {
             () = tokio::time::sleep(Duration::from_secs(1)), if counting_down => {
                 counting_down = publish_status(&daemon, &notifier, &mut last_status).await;
             }
-            () = sshvpnd::driver::STREAM_CLOSED.notified(), if trim.is_none() => {
+            () = sshvpnd::driver::MEMORY_FREED.notified(), if trim.is_none() => {
                 trim = Some((tokio::time::Instant::now() + Duration::from_secs(1), 2));
             }
             () = tokio::time::sleep_until(trim.map_or_else(tokio::time::Instant::now, |t| t.0)), if trim.is_some() => {

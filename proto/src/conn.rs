@@ -124,6 +124,8 @@ pub struct Connection {
     login_deadline: Option<Instant>,
     keepalive: Option<Keepalive>,
     closed: Option<Error>,
+    /// Buffers were given back (see [`Connection::take_released_memory`]).
+    released_memory: bool,
 }
 
 impl Connection {
@@ -183,6 +185,7 @@ impl Connection {
             login_deadline,
             keepalive,
             closed: None,
+            released_memory: false,
         }
     }
 
@@ -322,6 +325,8 @@ impl Connection {
             }
             k.outstanding += 1;
             k.next = now + k.interval;
+            // Nothing came in for a keepalive interval: the connection has gone quiet.
+            self.release_idle_memory();
             self.channels.keepalive(&mut self.transport.tx, now);
         }
         self.transport.maybe_rekey(now, false);
@@ -343,8 +348,28 @@ impl Connection {
             self.on_input(input, now)?;
             self.transport.tx.check_queued()?;
         }
+        // The peer heard nothing from us for its keepalive interval: quiet here too. (Done
+        // after the loop: the input being handled lives in the receive buffer.)
+        if self.channels.take_peer_probe() {
+            self.release_idle_memory();
+        }
         self.transport.maybe_rekey(now, false);
         Ok(())
+    }
+
+    /// Gives back the memory a burst of traffic left in buffers that hold nothing now (a
+    /// few MiB a connection); they grow again when traffic resumes. Called when the
+    /// connection has gone quiet, so a daemon serving many idle connections stays small.
+    fn release_idle_memory(&mut self) {
+        let buffers = self.transport.release_idle_memory();
+        let chunks = self.channels.release_spare();
+        self.released_memory |= buffers || chunks;
+    }
+
+    /// Whether buffers were given back since the last call: a daemon can then return the
+    /// memory to the system (glibc keeps freed memory in the heap until trimmed).
+    pub fn take_released_memory(&mut self) -> bool {
+        std::mem::take(&mut self.released_memory)
     }
 
     fn on_input(&mut self, input: Input, now: Instant) -> Result<(), Error> {
@@ -611,6 +636,12 @@ impl Connection {
     #[cfg(test)]
     pub(crate) fn transmit_capacity(&self) -> usize {
         self.transport.tx.capacity()
+    }
+
+    /// Memory the receive buffer holds.
+    #[cfg(test)]
+    pub(crate) fn receive_capacity(&self) -> usize {
+        self.transport.rx.capacity()
     }
 
     /// Moves all pending output into `out` (convenient for tests and simple drivers).

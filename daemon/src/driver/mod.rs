@@ -25,8 +25,7 @@ use tokio::net::{TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 pub use stream::{
-    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, STREAM_CLOSED, Sink,
-    splice,
+    ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, MEMORY_FREED, Sink, splice,
 };
 
 /// Bytes a channel's writer may have queued in the driver beyond what the SSH window took.
@@ -467,6 +466,9 @@ impl Driver {
         let result = loop {
             if let Err(e) = self.pump() {
                 break Err(e);
+            }
+            if self.conn.take_released_memory() {
+                MEMORY_FREED.notify_one();
             }
             let pending = self.conn.pending_transmit();
             if self.conn.closed().is_some() {

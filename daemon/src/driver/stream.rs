@@ -48,9 +48,10 @@ pub trait Sink: Send + std::fmt::Debug + 'static {
     fn take(&mut self, chunk: &[u8]) -> bool;
 }
 
-/// Notified when a channel stream closes: the daemon then returns the memory it freed to the
-/// system (see `main`), without polling for closes while nothing happens.
-pub static STREAM_CLOSED: Notify = Notify::const_new();
+/// Notified when memory was freed (a channel stream closed, or a quiet connection gave back
+/// its buffers): the daemon then returns it to the system (see `main`), without polling
+/// while nothing happens.
+pub static MEMORY_FREED: Notify = Notify::const_new();
 
 /// Both halves of an open channel.
 #[derive(Debug)]
@@ -313,7 +314,7 @@ impl ChannelWriter {
 
 impl Drop for ChannelWriter {
     fn drop(&mut self) {
-        STREAM_CLOSED.notify_one();
+        MEMORY_FREED.notify_one();
         if !self.closed {
             let cmd = self.cmd.clone();
             let id = self.id;

@@ -213,6 +213,12 @@ impl Spare {
         Vec::with_capacity(need.max(CHUNK))
     }
 
+    /// Gives back the standard chunks kept for reuse (a burst's worth; the small one stays);
+    /// whether there were any.
+    pub fn release(&mut self) -> bool {
+        !std::mem::take(&mut self.chunks).is_empty()
+    }
+
     /// Keeps `chunk` for reuse if it is a standard or a small chunk and there is room.
     pub fn put(&mut self, mut chunk: Vec<u8>) {
         let capacity = chunk.capacity();

@@ -349,6 +349,16 @@ impl Channels {
         self.global.keepalive(tx, now);
     }
 
+    /// Whether the peer probed us with a keepalive since the last call.
+    pub fn take_peer_probe(&mut self) -> bool {
+        std::mem::take(&mut self.global.peer_probed)
+    }
+
+    /// Gives back the receive chunks kept for reuse; whether there were any.
+    pub fn release_spare(&mut self) -> bool {
+        self.spare.release()
+    }
+
     /// Handles one connection-protocol message from the peer.
     pub fn on_message(
         &mut self,

@@ -1,5 +1,7 @@
 //! The copy-saving data path: reading into `input_space` and taking channel data by value.
 
+use std::time::Duration;
+
 use super::util::{Pair, pattern};
 use crate::Event;
 use crate::connection::CHUNK;
@@ -225,4 +227,62 @@ fn output_held_for_a_slow_socket_stays_bounded() {
         most_held <= 2 * 2 * (WAITING + SEND),
         "transmit buffers grew to {most_held} bytes while at most {WAITING} waited"
     );
+}
+
+#[test]
+fn a_quiet_connection_gives_back_what_a_burst_grew() {
+    // A burst grows the transmit and receive buffers, and finished chunks are kept for reuse.
+    // Once the connection goes quiet (a keepalive interval without input: the client sends a
+    // probe, the server receives one) both ends give that memory back; a daemon serving many
+    // connections that each had a burst once must not keep their peaks.
+    let (mut c, s) = Pair::default_configs();
+    c.keepalive = Some(Duration::from_secs(15));
+    let mut pair = Pair::new(c, s);
+    pair.run();
+    let (cid, sid) = pair.open_channel();
+    let data = pattern(1 << 20);
+    for _ in 0..8 {
+        let mut sent = 0;
+        while sent < data.len() {
+            sent += pair.client.channel_send(cid, &data[sent..]).unwrap();
+            pair.server.channel_send(sid, &data).unwrap();
+            pair.run();
+            while let Some(chunk) = pair.server.channel_take(sid) {
+                pair.server.recycle(chunk);
+            }
+            while let Some(chunk) = pair.client.channel_take(cid) {
+                pair.client.recycle(chunk);
+            }
+            pair.run();
+        }
+    }
+    let held = |p: &Pair| {
+        [
+            p.client.transmit_capacity() + p.client.receive_capacity(),
+            p.server.transmit_capacity() + p.server.receive_capacity(),
+        ]
+    };
+    let burst = held(&pair);
+    assert!(
+        burst.iter().all(|&b| b > 1 << 20),
+        "the burst grew the buffers (client, server): {burst:?}"
+    );
+
+    pair.advance(Duration::from_secs(16));
+    // The daemon is told, so that it can return the memory to the system.
+    assert!(pair.client.take_released_memory() && pair.server.take_released_memory());
+    let quiet = held(&pair);
+    assert!(
+        quiet.iter().all(|&q| q <= 128 * 1024),
+        "buffers after a keepalive interval of quiet (client, server): {quiet:?}, after the \
+         burst {burst:?}"
+    );
+    // They grow again when traffic resumes.
+    assert_eq!(pair.client.channel_send(cid, &data).unwrap(), data.len());
+    pair.run();
+    let mut received = 0;
+    while let Some(chunk) = pair.server.channel_take(sid) {
+        received += chunk.len();
+    }
+    assert_eq!(received, data.len());
 }

@@ -134,6 +134,25 @@ impl Rx {
         self.buf.get_mut(self.end..).unwrap_or_default()
     }
 
+    /// Memory the receive buffer holds.
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Gives back the buffer if it holds nothing (the next read starts small again); whether
+    /// it did.
+    fn release_idle(&mut self) -> bool {
+        if self.start != self.end || self.buf.capacity() <= MIN_READ {
+            return false;
+        }
+        self.buf = Vec::new();
+        self.start = 0;
+        self.end = 0;
+        self.read_hint = MIN_READ;
+        true
+    }
+
     /// `n` bytes were written into the room [`Rx::space`] returned.
     fn filled(&mut self, n: usize, offered: usize) {
         self.end = (self.end + n).min(self.buf.len());
@@ -142,6 +161,9 @@ impl Rx {
         }
     }
 }
+
+/// What the first transmit buffer starts with, and shrinks back to on a quiet connection.
+const INITIAL_OUT: usize = 64 * 1024;
 
 /// Messages that may wait for a key exchange to end, in bytes. Ours are a few window adjusts
 /// and replies; 1 MiB is far more than a well-behaved peer makes us queue.
@@ -176,7 +198,7 @@ impl Tx {
     fn new(rng: Random) -> Self {
         Self {
             sealer: Sealer::new(),
-            out: Vec::with_capacity(64 * 1024),
+            out: Vec::with_capacity(INITIAL_OUT),
             out_start: 0,
             next: Vec::new(),
             rng,
@@ -212,6 +234,15 @@ impl Tx {
     /// Bytes sealed and waiting for the socket.
     pub fn pending(&self) -> usize {
         self.out.len() - self.out_start + self.next.len()
+    }
+
+    /// Gives back what the transmit buffers grew to beyond what they hold; whether there was
+    /// any.
+    fn release_idle(&mut self) -> bool {
+        let before = self.out.capacity() + self.next.capacity();
+        self.out.shrink_to(INITIAL_OUT);
+        self.next.shrink_to(0);
+        self.out.capacity() + self.next.capacity() < before
     }
 
     /// Memory the transmit buffers hold.
@@ -409,6 +440,14 @@ impl Transport {
     /// [`Tx::pending`]).
     pub fn transmit(&self) -> &[u8] {
         self.tx.transmit()
+    }
+
+    /// Gives back buffer memory a burst left behind (what the buffers do not hold now);
+    /// whether there was any.
+    pub fn release_idle_memory(&mut self) -> bool {
+        let tx = self.tx.release_idle();
+        let rx = self.rx.release_idle();
+        tx || rx
     }
 
     /// Marks `n` bytes of [`Transport::transmit`] as written to the socket.
