@@ -733,6 +733,55 @@ async fn bursts_of_a_thousand_socks_connections_return_memory_to_idle() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
+    /// Anonymous RSS once the link is quiet may exceed the idle figure by at most this much.
+    const MARGIN_KIB: u64 = 1024;
+    let dir = TestDir::new();
+    let port = free_port();
+    let (body, key) = server_body(&dir, port, "").await;
+    let info = [("RUST_LOG", std::path::Path::new("info"))];
+    let server = Daemon::start_env(&dir, "server", &body, &info).await;
+    let echo = EchoServer::start().await;
+    let socks_port = free_port();
+    // The link's keepalive is 2 s: quiet for that long, both ends give their buffers back.
+    let client = Daemon::start_env(&dir, "client", &link_body(port, &key, socks_port), &info).await;
+    client.wait_link("site", "up", UP).await;
+    let socks = loopback(socks_port);
+    let pids = [("client", client.pid()), ("server", server.pid())];
+    // A small transfer first, so that what is built once on first use is in the baseline.
+    let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
+    transfer_echo_on(s, 64 * 1024, Duration::from_secs(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = pids.map(|(_, pid)| anon_kib(pid));
+
+    // 64 MiB each way through one channel grows both daemons' transmit and receive buffers.
+    let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
+    transfer_echo_on(s, 64 << 20, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let after_bulk = pids.map(|(_, pid)| anon_kib(pid));
+    let mut quiet = [0; 2];
+    for (i, (name, pid)) in pids.iter().enumerate() {
+        quiet[i] = settle(
+            Duration::from_secs(15),
+            &format!(
+                "{name} daemon anonymous RSS (KiB) once the link is quiet (idle {} KiB)",
+                idle[i]
+            ),
+            || anon_kib(*pid),
+            |&kib| kib <= idle[i] + MARGIN_KIB,
+        )
+        .await;
+    }
+    println!(
+        "bulk 64 MiB each way: anonymous RSS (client, server) idle {idle:?} KiB, right after \
+         {after_bulk:?}, once quiet {quiet:?}"
+    );
+}
+
 // ---- 4. malformed control requests ---------------------------------------------------------
 
 /// Sends `line` on `conn` and returns the parsed reply.
