@@ -763,6 +763,14 @@ async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
         .await
         .unwrap();
     let after_bulk = pids.map(|(_, pid)| anon_kib(pid));
+    assert!(
+        after_bulk
+            .iter()
+            .zip(&idle)
+            .all(|(a, i)| *a > i + MARGIN_KIB),
+        "the transfer grew both daemons' memory (client, server): idle {idle:?} KiB, after \
+         {after_bulk:?}"
+    );
     let mut quiet = [0; 2];
     for (i, (name, pid)) in pids.iter().enumerate() {
         quiet[i] = settle(

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 
 use super::ChannelKind;
 use crate::transport::Tx;
-use crate::wire::{MsgType, Reader, Writer};
+use crate::wire::{MsgType, Writer};
 
 /// Where a channel is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,24 +130,32 @@ impl Channel {
     }
 
     /// What the window counted for the first `n` buffered bytes: on a datagram channel, the
-    /// messages among them without their length prefixes; otherwise `n`.
+    /// message bytes among them without the length prefixes (also where `n` or an earlier
+    /// consume cut a message); otherwise `n`.
     pub fn counted_in(&self, n: usize) -> usize {
         if !self.datagram {
             return n;
         }
+        let mut from = self.recv_front;
         let mut left = n;
         let mut counted = 0;
-        for (i, chunk) in self.recv.iter().enumerate() {
+        for chunk in &self.recv {
             if left == 0 {
                 break;
             }
-            let from = if i == 0 { self.recv_front } else { 0 };
-            let bytes = chunk.get(from..).unwrap_or_default();
-            let bytes = bytes.get(..left).unwrap_or(bytes);
-            left -= bytes.len();
-            counted += datagram_payload(bytes);
+            let to = chunk.len().min(from.saturating_add(left));
+            counted += payload_within(chunk, from, to);
+            left -= to.saturating_sub(from);
+            from = 0;
         }
         counted
+    }
+
+    /// Bytes of the front chunk not yet consumed.
+    pub fn front_len(&self) -> usize {
+        self.recv
+            .front()
+            .map_or(0, |c| c.len().saturating_sub(self.recv_front))
     }
 
     /// Takes the oldest chunk of received data, consuming it.
@@ -232,16 +240,21 @@ impl Spare {
     }
 }
 
-/// The window a run of datagram messages (SSH strings) counted: their payloads. Bytes that do
-/// not form a whole message (a caller that consumed part of one) count in full.
-pub fn datagram_payload(bytes: &[u8]) -> usize {
-    let mut r = Reader::new(bytes);
-    let mut n = 0;
-    loop {
-        let left = r.remaining();
-        match r.string() {
-            Ok(m) => n += m.len(),
-            Err(_) => return n + left,
-        }
+/// The payload bytes within `from..to` of a datagram chunk: a run of messages (SSH strings)
+/// from its start, as the channel stored them.
+fn payload_within(chunk: &[u8], from: usize, to: usize) -> usize {
+    let mut at = 0;
+    let mut counted = 0;
+    while at < to {
+        let Some(&[a, b, c, d]) = chunk.get(at..at + 4) else {
+            break;
+        };
+        let start = at + 4;
+        let end = start
+            .saturating_add(u32::from_be_bytes([a, b, c, d]) as usize)
+            .min(chunk.len());
+        counted += end.min(to).saturating_sub(start.max(from));
+        at = end;
     }
+    counted
 }

@@ -245,13 +245,9 @@ impl Channels {
     pub fn take(&mut self, id: ChannelId, tx: &mut Tx) -> Option<Vec<u8>> {
         let step = self.adjust_step();
         let ch = self.table.get_mut(&id.0)?;
+        // What the window counted: on a datagram channel, without the length prefixes.
+        let n = ch.counted_in(ch.front_len());
         let chunk = ch.take()?;
-        let n = if ch.datagram {
-            // What the window counted: the messages without their length prefixes.
-            channel::datagram_payload(&chunk)
-        } else {
-            chunk.len()
-        };
         return_window(ch, n, step, tx);
         Some(chunk)
     }

@@ -106,6 +106,17 @@ fn consuming_datagrams_returns_their_payload_to_the_window() {
     // As with taking: consuming whole messages returns the packet bytes, not their length
     // prefixes. Otherwise each round hands the peer 4 bytes per packet more than it sent, and
     // the window stops bounding what it may send.
+    consume_datagrams_in_pieces_of(usize::MAX);
+}
+
+#[test]
+fn consuming_datagrams_in_pieces_that_cut_them_returns_their_payload() {
+    // A consumer that reads a length prefix, then the packet, or any cut in between.
+    consume_datagrams_in_pieces_of(37);
+    consume_datagrams_in_pieces_of(4);
+}
+
+fn consume_datagrams_in_pieces_of(piece: usize) {
     const WINDOW: usize = 64 * 1024;
     const PACKET: usize = 100;
     /// Half the window: when consumed bytes go back (`adjust_step`).
@@ -133,12 +144,12 @@ fn consuming_datagrams_returns_their_payload_to_the_window() {
         let sent_payload = sent / (PACKET + 4) * PACKET;
         assert!(
             sent_payload <= WINDOW + consumed && sent_payload + STEP + PACKET > WINDOW + consumed,
-            "round {round}: the peer sent {sent_payload} packet bytes with a window of {WINDOW} \
-             and {consumed} consumed"
+            "pieces of {piece}, round {round}: the peer sent {sent_payload} packet bytes with a \
+             window of {WINDOW} and {consumed} consumed"
         );
-        // ...and the server consumes all of it, a chunk of whole messages at a time.
+        // ...and the server consumes all of it, `piece` bytes at a time.
         loop {
-            let n = pair.server.channel_data(sid).len();
+            let n = pair.server.channel_data(sid).len().min(piece);
             if n == 0 {
                 break;
             }
@@ -272,6 +283,13 @@ fn a_quiet_connection_gives_back_what_a_burst_grew() {
     // The daemon is told, so that it can return the memory to the system.
     assert!(pair.client.take_released_memory() && pair.server.take_released_memory());
     let quiet = held(&pair);
+    // Only once: a connection that stays quiet has nothing more to give back at its next
+    // keepalive, and must not have the daemon trim memory every interval for nothing.
+    pair.advance(Duration::from_secs(16));
+    assert!(
+        !pair.client.take_released_memory() && !pair.server.take_released_memory(),
+        "a second quiet interval released memory again"
+    );
     assert!(
         quiet.iter().all(|&q| q <= 128 * 1024),
         "buffers after a keepalive interval of quiet (client, server): {quiet:?}, after the \
