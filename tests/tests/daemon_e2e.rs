@@ -595,21 +595,45 @@ async fn a_remote_forward_on_port_0_gets_the_servers_port_and_cancels_it() {
         ),
     )
     .await;
-    // As `ssh -R 0:127.0.0.1:ECHO`: the server chooses the port.
+    // As `ssh -R 0:127.0.0.1:ECHO -R 0:127.0.0.1:OTHER`: the server chooses the ports, and
+    // each forward's connections go to its own target.
+    let other = EchoServer::start().await;
     let client = Daemon::start(
         &dir,
         "client",
         &format!(
             "[[link]]\nname = \"site\"\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"alice\"\n\
              identity = \"{}\"\ntrust_on_first_use = true\n\n[[link.remote_forward]]\n\
+             listen = \"127.0.0.1:0\"\nconnect = \"127.0.0.1:{}\"\n\n[[link.remote_forward]]\n\
              listen = \"127.0.0.1:0\"\nconnect = \"127.0.0.1:{}\"\n",
             key.private.display(),
-            echo.port
+            echo.port,
+            other.port
         ),
     )
     .await;
     client.wait_link("site", "up", UP).await;
+    let before = (echo.connections(), other.connections());
     port_0_forward_carries_data_and_cancels(&client, "site", || server.log()).await;
+    assert_eq!(
+        (echo.connections(), other.connections()),
+        (before.0 + 1, before.1),
+        "the first forward's connection went to its own target"
+    );
+    // The second forward, with its own port, is still there and goes to the other target.
+    let info = client.link("site").await;
+    let second: std::net::SocketAddr = info
+        .forwards
+        .iter()
+        .find(|f| f.kind == "remote")
+        .expect("the second remote forward")
+        .listen
+        .parse()
+        .unwrap();
+    transfer_echo(second, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\nclient:\n{}", client.log()));
+    assert_eq!(other.connections(), before.1 + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,7 +704,8 @@ async fn port_0_forward_carries_data_and_cancels(
             .await
             .forwards
             .iter()
-            .any(|f| f.kind == "remote")
+            .any(|f| f.listen == chosen.to_string()),
+        "the removed forward left the status"
     );
 }
 

@@ -637,18 +637,24 @@ impl Supervisor {
                 }
                 LinkCmd::RemoveRemote(listen, reply) => {
                     // Named as configured, or (for port 0) by the port the server chose.
-                    let Some(i) = self.config.remote_forward.iter().position(|f| {
-                        f.listen == listen
-                            || (f.listen.host == listen.host
-                                && self.remote.port(&f.listen) == listen.port)
-                    }) else {
+                    let forwards = &self.config.remote_forward;
+                    let Some(i) = forwards
+                        .iter()
+                        .position(|f| f.listen == listen)
+                        .or_else(|| {
+                            forwards.iter().enumerate().position(|(i, f)| {
+                                f.listen.host == listen.host
+                                    && self.remote.port(i) == Some(listen.port)
+                            })
+                        })
+                    else {
                         let _ = reply.send(Err(format!("no remote forward on {listen}")));
                         continue;
                     };
-                    let configured = self.config.remote_forward.remove(i).listen;
                     // The server knows the forward by the port it listens on (RFC 4254 §7.1).
-                    let port = self.remote.port(&configured);
-                    self.remote.remove(&configured);
+                    let port = self.remote.port(i).unwrap_or(listen.port);
+                    let configured = self.config.remote_forward.remove(i).listen;
+                    self.remote.remove(i);
                     self.status.send_modify(|s| {
                         if i < s.remote_forwards.len() {
                             s.remote_forwards.remove(i);
@@ -683,13 +689,15 @@ impl Supervisor {
             port: u32::from(rf.listen.port),
         };
         let mut listening = rf.listen.clone();
+        // Port 0: whatever the server chose on the connection before is gone with it.
+        self.remote.set_port(i, None);
         let state = match handle.global_request(request).await {
             Ok(chosen) => {
                 // Port 0: the server chose one, and says which (RFC 4254 §7.1).
                 if rf.listen.port == 0
                     && let Some(port) = chosen.and_then(|p| u16::try_from(p).ok())
                 {
-                    self.remote.set_port(&rf.listen, port);
+                    self.remote.set_port(i, Some(port));
                     listening.port = port;
                     tracing::info!(forward = %rf.listen, %listening, connect = %rf.connect,
                         "the server chose the port of a remote forward");

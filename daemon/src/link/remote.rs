@@ -12,7 +12,9 @@ use crate::config::{HostPort, LinkConfig, RemoteForwardConfig};
 use crate::driver::{Incoming, splice};
 
 /// Where each remote forward's connections go. Shared by the supervisor (which adds and
-/// removes entries at runtime) and the task serving the server's channel opens.
+/// removes entries at runtime) and the task serving the server's channel opens. Entries are
+/// in the order of the link's `remote_forward` list, and are named by their index in it (two
+/// forwards may both be configured on `host:0`).
 #[derive(Debug, Default)]
 pub struct RemoteForwards {
     entries: Mutex<Vec<Entry>>,
@@ -48,32 +50,27 @@ impl RemoteForwards {
         }
     }
 
-    pub fn remove(&self, listen: &HostPort) {
-        if let Ok(mut e) = self.entries.lock() {
-            e.retain(|f| f.config.listen != *listen);
+    pub fn remove(&self, i: usize) {
+        if let Ok(mut e) = self.entries.lock()
+            && i < e.len()
+        {
+            e.remove(i);
         }
     }
 
-    /// Records the port the server chose for the forward configured on `listen` (port 0).
-    pub fn set_port(&self, listen: &HostPort, port: u16) {
-        if let Ok(mut e) = self.entries.lock() {
-            for f in e.iter_mut().filter(|f| f.config.listen == *listen) {
-                f.port = port;
-            }
+    /// Records the port the server listens on for forward `i`: the one it chose, for a
+    /// forward on port 0; the configured one again while it has not chosen.
+    pub fn set_port(&self, i: usize, port: Option<u16>) {
+        if let Ok(mut e) = self.entries.lock()
+            && let Some(f) = e.get_mut(i)
+        {
+            f.port = port.unwrap_or(f.config.listen.port);
         }
     }
 
-    /// The port the server listens on for the forward configured on `listen`.
-    pub fn port(&self, listen: &HostPort) -> u16 {
-        self.entries
-            .lock()
-            .ok()
-            .and_then(|e| {
-                e.iter()
-                    .find(|f| f.config.listen == *listen)
-                    .map(|f| f.port)
-            })
-            .unwrap_or(listen.port)
+    /// The port the server listens on for forward `i`.
+    pub fn port(&self, i: usize) -> Option<u16> {
+        self.entries.lock().ok()?.get(i).map(|f| f.port)
     }
 
     /// The target for a connection the server accepted on `address:port`: an exact match

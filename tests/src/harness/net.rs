@@ -176,6 +176,7 @@ pub async fn transfer_echo_on(
 pub struct EchoServer {
     pub port: u16,
     task: JoinHandle<()>,
+    accepted: std::sync::Arc<AtomicU64>,
 }
 
 impl EchoServer {
@@ -184,6 +185,8 @@ impl EchoServer {
             .await
             .expect("bind echo server");
         let port = listener.local_addr().expect("echo server address").port();
+        let accepted = std::sync::Arc::new(AtomicU64::new(0));
+        let count = accepted.clone();
         let task = tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every connection task.
             let mut connections = JoinSet::new();
@@ -191,13 +194,23 @@ impl EchoServer {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        count.fetch_add(1, Ordering::Relaxed);
                         connections.spawn(echo(stream));
                     }
                     Some(_) = connections.join_next() => {}
                 }
             }
         });
-        EchoServer { port, task }
+        EchoServer {
+            port,
+            task,
+            accepted,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {
