@@ -124,8 +124,20 @@ pub struct Connection {
     login_deadline: Option<Instant>,
     keepalive: Option<Keepalive>,
     closed: Option<Error>,
+    /// When to see whether traffic stopped, so grown buffers can be given back.
+    quiet: Option<Quiet>,
     /// Buffers were given back (see [`Connection::take_released_memory`]).
     released_memory: bool,
+}
+
+/// After this long without traffic a connection gives back the buffers a burst grew.
+pub const QUIET_AFTER: Duration = Duration::from_secs(10);
+
+/// A pending check for quiet: at `at`, quiet if the traffic count is still `traffic`.
+#[derive(Debug)]
+struct Quiet {
+    at: Instant,
+    traffic: u64,
 }
 
 impl Connection {
@@ -185,6 +197,7 @@ impl Connection {
             login_deadline,
             keepalive,
             closed: None,
+            quiet: None,
             released_memory: false,
         }
     }
@@ -291,6 +304,7 @@ impl Connection {
             k.next = now + k.interval;
         }
         let result = self.process(now);
+        self.watch_for_quiet(now);
         self.check(result)
     }
 
@@ -315,6 +329,19 @@ impl Connection {
         {
             return Err(Error::LoginGraceExpired);
         }
+        // Before a keepalive probe, which is traffic of its own.
+        if let Some(q) = self.quiet.as_ref().filter(|q| now >= q.at) {
+            let traffic = self.traffic();
+            if traffic == q.traffic {
+                self.quiet = None;
+                self.release_idle_memory();
+            } else {
+                self.quiet = Some(Quiet {
+                    at: now + QUIET_AFTER,
+                    traffic,
+                });
+            }
+        }
         if let Some(k) = self
             .keepalive
             .as_mut()
@@ -325,8 +352,6 @@ impl Connection {
             }
             k.outstanding += 1;
             k.next = now + k.interval;
-            // Nothing came in for a keepalive interval: the connection has gone quiet.
-            self.release_idle_memory();
             self.channels.keepalive(&mut self.transport.tx, now);
         }
         self.transport.maybe_rekey(now, false);
@@ -348,13 +373,28 @@ impl Connection {
             self.on_input(input, now)?;
             self.transport.tx.check_queued()?;
         }
-        // The peer heard nothing from us for its keepalive interval: quiet here too. (Done
-        // after the loop: the input being handled lives in the receive buffer.)
-        if self.channels.take_peer_probe() {
-            self.release_idle_memory();
-        }
         self.transport.maybe_rekey(now, false);
         Ok(())
+    }
+
+    /// Once the buffers have grown (a burst of traffic), checks back [`QUIET_AFTER`] later,
+    /// and again while traffic goes on. A connection that never grew them, or has given
+    /// them back, sets no timer: an idle daemon does not wake for this.
+    fn watch_for_quiet(&mut self, now: Instant) {
+        if self.quiet.is_none()
+            && self.authenticated
+            && (self.transport.grown() || self.channels.holds_spare())
+        {
+            self.quiet = Some(Quiet {
+                at: now + QUIET_AFTER,
+                traffic: self.traffic(),
+            });
+        }
+    }
+
+    /// What counts as traffic: channel data (keepalives and rekeys do not).
+    fn traffic(&self) -> u64 {
+        self.channels.data_bytes()
     }
 
     /// Gives back the memory a burst of traffic left in buffers that hold nothing now (a
@@ -638,6 +678,12 @@ impl Connection {
         self.transport.tx.capacity()
     }
 
+    /// Whether a check for quiet is pending (a timer the daemon waits on).
+    #[cfg(test)]
+    pub(crate) fn watching_for_quiet(&self) -> bool {
+        self.quiet.is_some()
+    }
+
     /// Memory the receive buffer holds.
     #[cfg(test)]
     pub(crate) fn receive_capacity(&self) -> usize {
@@ -670,7 +716,8 @@ impl Connection {
             .as_ref()
             .filter(|_| self.authenticated)
             .map(|k| k.next);
-        [login, keepalive, self.transport.rekey_deadline()]
+        let quiet = self.quiet.as_ref().map(|q| q.at);
+        [login, keepalive, quiet, self.transport.rekey_deadline()]
             .into_iter()
             .flatten()
             .min()

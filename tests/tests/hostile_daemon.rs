@@ -744,7 +744,8 @@ async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
     let server = Daemon::start_env(&dir, "server", &body, &info).await;
     let echo = EchoServer::start().await;
     let socks_port = free_port();
-    // The link's keepalive is 2 s: quiet for that long, both ends give their buffers back.
+    // Once the link has been quiet for 10 s (proto's QUIET_AFTER; checked again 10 s later
+    // if the transfer was still going), both ends give their buffers back.
     let client = Daemon::start_env(&dir, "client", &link_body(port, &key, socks_port), &info).await;
     client.wait_link("site", "up", UP).await;
     let socks = loopback(socks_port);
@@ -774,7 +775,7 @@ async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
     let mut quiet = [0; 2];
     for (i, (name, pid)) in pids.iter().enumerate() {
         quiet[i] = settle(
-            Duration::from_secs(15),
+            Duration::from_secs(30),
             &format!(
                 "{name} daemon anonymous RSS (KiB) once the link is quiet (idle {} KiB)",
                 idle[i]

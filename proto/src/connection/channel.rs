@@ -221,6 +221,10 @@ impl Spare {
         Vec::with_capacity(need.max(CHUNK))
     }
 
+    pub fn holds_chunks(&self) -> bool {
+        !self.chunks.is_empty()
+    }
+
     /// Gives back the standard chunks kept for reuse (a burst's worth; the small one stays);
     /// whether there were any.
     pub fn release(&mut self) -> bool {

@@ -52,8 +52,6 @@ pub struct Queues {
     next_id: u64,
     ours: VecDeque<Ours>,
     theirs: VecDeque<Theirs>,
-    /// The peer sent keepalive@openssh.com: it heard nothing from us for a while.
-    pub peer_probed: bool,
 }
 
 impl Queues {
@@ -136,9 +134,6 @@ impl Queues {
     ) -> Result<(), Error> {
         let name = r.string()?;
         let want_reply = r.bool()?;
-        if name == b"keepalive@openssh.com" {
-            self.peer_probed = true;
-        }
         let request = match name {
             b"tcpip-forward" | b"cancel-tcpip-forward" => {
                 let address = r.utf8("address to bind")?.to_owned();

@@ -345,9 +345,15 @@ impl Channels {
         self.global.keepalive(tx, now);
     }
 
-    /// Whether the peer probed us with a keepalive since the last call.
-    pub fn take_peer_probe(&mut self) -> bool {
-        std::mem::take(&mut self.global.peer_probed)
+    /// Channel data the open channels have carried, both ways: what tells a connection in use
+    /// from one that only exchanges keepalives.
+    pub fn data_bytes(&self) -> u64 {
+        self.table.values().map(|c| c.bytes_in + c.bytes_out).sum()
+    }
+
+    /// Whether receive chunks are kept for reuse.
+    pub fn holds_spare(&self) -> bool {
+        self.spare.holds_chunks()
     }
 
     /// Gives back the receive chunks kept for reuse; whether there were any.

@@ -1,9 +1,8 @@
 //! The copy-saving data path: reading into `input_space` and taking channel data by value.
 
-use std::time::Duration;
-
 use super::util::{Pair, pattern};
 use crate::Event;
+use crate::conn::QUIET_AFTER;
 use crate::connection::CHUNK;
 
 /// Moves the client's output to the server through `input_space`/`handle_received`, in reads
@@ -243,14 +242,16 @@ fn output_held_for_a_slow_socket_stays_bounded() {
 #[test]
 fn a_quiet_connection_gives_back_what_a_burst_grew() {
     // A burst grows the transmit and receive buffers, and finished chunks are kept for reuse.
-    // Once the connection goes quiet (a keepalive interval without input: the client sends a
-    // probe, the server receives one) both ends give that memory back; a daemon serving many
-    // connections that each had a burst once must not keep their peaks.
+    // Once the connection has been quiet for `QUIET_AFTER`, both ends give that memory back;
+    // a daemon serving many connections that each had a burst once must not keep their peaks.
+    // Keepalives go on meanwhile, and are not traffic.
     let (mut c, s) = Pair::default_configs();
-    c.keepalive = Some(Duration::from_secs(15));
+    c.keepalive = Some(QUIET_AFTER / 4);
     let mut pair = Pair::new(c, s);
     pair.run();
     let (cid, sid) = pair.open_channel();
+    // A handshake grows nothing, so an idle connection has no timer for this.
+    assert!(!pair.client.watching_for_quiet() && !pair.server.watching_for_quiet());
     let data = pattern(1 << 20);
     for _ in 0..8 {
         let mut sent = 0;
@@ -279,17 +280,25 @@ fn a_quiet_connection_gives_back_what_a_burst_grew() {
         "the burst grew the buffers (client, server): {burst:?}"
     );
 
-    pair.advance(Duration::from_secs(16));
+    pair.advance(QUIET_AFTER / 2);
+    assert!(!pair.client.take_released_memory() && !pair.server.take_released_memory());
+    // Checked QUIET_AFTER after the burst began, and again after that while it went on.
+    for _ in 0..8 {
+        pair.advance(QUIET_AFTER / 4);
+    }
     // The daemon is told, so that it can return the memory to the system.
     assert!(pair.client.take_released_memory() && pair.server.take_released_memory());
     let quiet = held(&pair);
-    // Only once: a connection that stays quiet has nothing more to give back at its next
-    // keepalive, and must not have the daemon trim memory every interval for nothing.
-    pair.advance(Duration::from_secs(16));
+    // Only once: a connection that stays quiet has nothing more to give back, and the daemon
+    // is not told again.
+    for _ in 0..8 {
+        pair.advance(QUIET_AFTER / 4);
+    }
     assert!(
         !pair.client.take_released_memory() && !pair.server.take_released_memory(),
-        "a second quiet interval released memory again"
+        "released again on a quiet connection"
     );
+    assert!(!pair.client.watching_for_quiet() && !pair.server.watching_for_quiet());
     assert!(
         quiet.iter().all(|&q| q <= 128 * 1024),
         "buffers after a keepalive interval of quiet (client, server): {quiet:?}, after the \

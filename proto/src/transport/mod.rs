@@ -444,6 +444,12 @@ impl Transport {
         self.tx.transmit()
     }
 
+    /// Whether the buffers hold more memory than a quiet connection needs.
+    pub fn grown(&self) -> bool {
+        self.tx.out.capacity() + self.tx.next.capacity() > 2 * INITIAL_OUT
+            || self.rx.buf.capacity() > MIN_READ
+    }
+
     /// Gives back buffer memory a burst left behind (what the buffers do not hold now);
     /// whether there was any.
     pub fn release_idle_memory(&mut self) -> bool {
