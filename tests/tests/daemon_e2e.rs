@@ -7,6 +7,7 @@
     clippy::panic
 )]
 
+use std::path::Path;
 use std::time::Duration;
 
 use sshvpn_tests::daemon::{Daemon, binary};
@@ -16,6 +17,25 @@ use sshvpn_tests::harness::{
 };
 
 const UP: Duration = Duration::from_secs(15);
+
+/// An sshvpnd server on a free loopback port that admits `key`, with extra environment for
+/// the daemon: the daemon and its port.
+async fn sshvpnd_server(dir: &TestDir, key: &KeyPair, env: &[(&str, &Path)]) -> (Daemon, u16) {
+    let keys = dir.path().join("authorized_keys");
+    std::fs::write(&keys, format!("{}\n", key.public_line)).unwrap();
+    let port = free_port();
+    let server = Daemon::start_env(
+        dir,
+        "server",
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
+            keys.display()
+        ),
+        env,
+    )
+    .await;
+    (server, port)
+}
 
 fn link_to(name: &str, port: u16, identity: &KeyPair, trust: &str) -> String {
     format!(
@@ -55,7 +75,7 @@ async fn link_to_openssh_sshd_carries_socks_and_forwards() {
         &dir,
         "client",
         &body,
-        &[("TOKIO_WORKER_THREADS", std::path::Path::new("2"))],
+        &[("TOKIO_WORKER_THREADS", Path::new("2"))],
     )
     .await;
     let info = d.wait_link("office", "up", UP).await;
@@ -497,22 +517,10 @@ async fn openssh_client_against_sshvpnd_server_with_key_options() {
 async fn remote_forward_ports_are_freed_when_the_client_goes() {
     let dir = TestDir::new();
     let key = dir.keygen("client").await;
-    let keys = dir.path().join("authorized_keys");
-    std::fs::write(&keys, format!("{}\n", key.public_line)).unwrap();
     let echo = EchoServer::start().await;
-    let port = free_port();
     // Two worker threads, as sshvpnd runs on four cores or more: there the end of a
     // connection races the cleanup of what it served.
-    let d = Daemon::start_env(
-        &dir,
-        "server",
-        &format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
-            keys.display()
-        ),
-        &[("TOKIO_WORKER_THREADS", std::path::Path::new("2"))],
-    )
-    .await;
+    let (d, port) = sshvpnd_server(&dir, &key, &[("TOKIO_WORKER_THREADS", Path::new("2"))]).await;
     let known = format!("[127.0.0.1]:{port} {}", d.host_key_blob());
     let r = free_port();
     let fixed = format!("127.0.0.1:{r}:127.0.0.1:{}", echo.port);
@@ -582,19 +590,8 @@ async fn remote_forward_ports_are_freed_when_the_client_goes() {
 async fn a_remote_forward_on_port_0_gets_the_servers_port_and_cancels_it() {
     let dir = TestDir::new();
     let key = dir.keygen("client").await;
-    let keys = dir.path().join("authorized_keys");
-    std::fs::write(&keys, format!("{}\n", key.public_line)).unwrap();
     let echo = EchoServer::start().await;
-    let port = free_port();
-    let server = Daemon::start(
-        &dir,
-        "server",
-        &format!(
-            "[server]\nlisten = [\"127.0.0.1:{port}\"]\nauthorized_keys = \"{}\"\n",
-            keys.display()
-        ),
-    )
-    .await;
+    let (server, port) = sshvpnd_server(&dir, &key, &[]).await;
     // As `ssh -R 0:127.0.0.1:ECHO -R 0:127.0.0.1:OTHER`: the server chooses the ports, and
     // each forward's connections go to its own target.
     let other = EchoServer::start().await;
@@ -927,21 +924,7 @@ async fn socks_auth_ipv6_and_failure_codes_through_the_daemon() {
     let dir = TestDir::new();
     // The far end is another sshvpnd (a site link): it connects out over IPv6 too.
     let key = dir.keygen("client").await;
-    std::fs::write(
-        dir.path().join("authorized_keys"),
-        format!("{}\n", key.public_line),
-    )
-    .unwrap();
-    let server_port = free_port();
-    let _server = Daemon::start(
-        &dir,
-        "server",
-        &format!(
-            "[server]\nlisten = [\"127.0.0.1:{server_port}\"]\nauthorized_keys = \"{}\"\n",
-            dir.path().join("authorized_keys").display()
-        ),
-    )
-    .await;
+    let (_server, server_port) = sshvpnd_server(&dir, &key, &[]).await;
     // An echo service on IPv6 loopback.
     let v6 = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
     let v6_port = v6.local_addr().unwrap().port();

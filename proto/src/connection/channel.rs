@@ -221,6 +221,7 @@ impl Spare {
         Vec::with_capacity(need.max(CHUNK))
     }
 
+    /// Whether standard chunks are kept for reuse.
     pub fn holds_chunks(&self) -> bool {
         !self.chunks.is_empty()
     }

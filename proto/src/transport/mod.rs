@@ -237,9 +237,8 @@ impl Tx {
     }
 
     /// Gives back what the transmit buffers grew to beyond what they hold; whether there was
-    /// any.
-    /// (Both keep up to `INITIAL_OUT`: they swap, and a quiet connection's keepalives must
-    /// not free and regrow one each time.)
+    /// any. Both keep up to `INITIAL_OUT`: they swap, and a quiet connection's keepalives
+    /// must not free and regrow one each time.
     fn release_idle(&mut self) -> bool {
         let before = self.out.capacity() + self.next.capacity();
         self.out.shrink_to(INITIAL_OUT);
