@@ -263,6 +263,20 @@ impl Connection {
         self.channels.kind(id)
     }
 
+    /// The receive window channel `id` keeps open for the peer (it adapts: see
+    /// [`ChannelConfig`]); 0 for an unknown channel. What the application holds of the
+    /// channel's data beyond it is the application's to bound.
+    pub fn channel_window(&self, id: ChannelId) -> u32 {
+        self.channels.window(id)
+    }
+
+    /// The receive windows of all channels added up: at most
+    /// [`ChannelConfig::window_budget`], plus [`FLOOR_WINDOW`](crate::connection::FLOOR_WINDOW)
+    /// for each channel opened past it.
+    pub fn channel_windows_total(&self) -> u64 {
+        self.channels.windows_total()
+    }
+
     pub fn is_rekeying(&self) -> bool {
         self.transport.is_rekeying()
     }

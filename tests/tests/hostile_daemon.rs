@@ -791,6 +791,101 @@ async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
     );
 }
 
+// ---- 3b. channels nobody reads -------------------------------------------------------------
+
+/// A TCP service that accepts connections and never reads from them.
+async fn stalled_service() -> (u16, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (port, task)
+}
+
+/// Writes to `stream` until `cap` bytes are written or a write makes no progress for `idle`.
+async fn write_until_stalled(
+    mut stream: tokio::net::TcpStream,
+    cap: usize,
+    idle: Duration,
+) -> usize {
+    let buf = vec![0x5a_u8; 256 * 1024];
+    let mut written = 0;
+    while written < cap {
+        match tokio::time::timeout(idle, stream.write(&buf)).await {
+            Ok(Ok(n)) if n > 0 => written += n,
+            _ => break,
+        }
+    }
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_nobody_reads_hold_the_server_to_its_window_budget() {
+    // A user pushes data into 128 channels whose destination never reads. The server must
+    // hold what the channels' windows allow and no more: they adapt, and all of a
+    // connection's windows add up to at most proto's `ChannelConfig::window_budget`
+    // (256 MiB; its data is held at most twice over, in the window and on its way to the
+    // socket). Without the budget each channel took 16 MiB of window and 4 MiB of queue.
+    const BUDGET_KIB: u64 = 256 * 1024;
+    const LIMIT_KIB: u64 = 2 * BUDGET_KIB + 64 * 1024;
+    const CHANNELS: usize = 128;
+    let dir = TestDir::new();
+    let port = free_port();
+    let (body, key) = server_body(&dir, port, "").await;
+    let info = [("RUST_LOG", std::path::Path::new("info"))];
+    let server = Daemon::start_env(&dir, "server", &body, &info).await;
+    let echo = EchoServer::start().await;
+    let (stalled, _service) = stalled_service().await;
+    let socks_port = free_port();
+    let client = Daemon::start_env(&dir, "client", &link_body(port, &key, socks_port), &info).await;
+    client.wait_link("site", "up", UP).await;
+    let socks = loopback(socks_port);
+    let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
+    transfer_echo_on(s, 64 * 1024, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let idle = anon_kib(server.pid());
+
+    let mut streams = Vec::new();
+    for _ in 0..CHANNELS {
+        streams.push(socks5_connect(socks, "127.0.0.1", stalled).await.unwrap());
+    }
+    let writers: Vec<_> = streams
+        .into_iter()
+        .map(|s| tokio::spawn(write_until_stalled(s, 24 << 20, Duration::from_secs(2))))
+        .collect();
+    let mut written = 0;
+    for w in writers {
+        written += w.await.unwrap();
+    }
+    let held = anon_kib(server.pid()).saturating_sub(idle);
+    println!(
+        "{CHANNELS} channels nobody reads: {:.0} MiB written into them, server anonymous RSS \
+         +{:.0} MiB (limit {:.0} MiB)",
+        written as f64 / (1 << 20) as f64,
+        held as f64 / MIB,
+        LIMIT_KIB as f64 / MIB
+    );
+    assert!(
+        written as u64 > (LIMIT_KIB + 256 * 1024) * 1024,
+        "the writers got only {written} bytes in: too little to test the limit"
+    );
+    assert!(
+        held <= LIMIT_KIB,
+        "the server holds {held} KiB more than idle for channels nobody reads, above \
+         {LIMIT_KIB} KiB"
+    );
+    // The link is still there for everything else: a new channel moves data.
+    let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
+    transfer_echo_on(s, 1 << 20, Duration::from_secs(20))
+        .await
+        .expect("1 MiB echoed through the same link while its other channels are stuck");
+}
+
 // ---- 4. malformed control requests ---------------------------------------------------------
 
 /// Sends `line` on `conn` and returns the parsed reply.

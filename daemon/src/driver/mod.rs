@@ -121,6 +121,17 @@ fn reserve<'a>(
     tx.try_reserve().ok()
 }
 
+/// Whether a reader holds fewer than `limit` unfinished bytes; if not, the reader is asked to
+/// wake the driver (`Room`) when it finishes with some.
+fn below(unfinished: &AtomicUsize, limit: usize, room: &stream::Room) -> bool {
+    if unfinished.load(Ordering::Acquire) < limit {
+        return true;
+    }
+    room.want();
+    // The reader may have finished with its data before it could see the request.
+    unfinished.load(Ordering::Acquire) < limit
+}
+
 /// Decisions the driver needs from the application, answered synchronously.
 pub trait Policy: Send + 'static {
     /// Client: is this the server we meant to reach?
@@ -366,7 +377,9 @@ struct Bridge {
     outbound: VecDeque<Vec<u8>>,
     credit: Arc<Semaphore>,
     inbound: Option<mpsc::Sender<Inbound>>,
-    /// Data items the reader has not finished with (see `ChannelReader`).
+    /// Bytes of data the reader has not finished with (see `ChannelReader`): what the
+    /// channel holds beyond its SSH window. Kept to about the window, so what a peer makes
+    /// us hold stays within the connection's window budget (twice over).
     unfinished: Arc<AtomicUsize>,
     sink: Option<Box<dyn Sink>>,
     /// Where a sent buffer goes back to the writer (see `ChannelWriter::buffer`).
@@ -775,10 +788,14 @@ impl Driver {
                 let Some(permit) = reserve(tx, &self.room) else {
                     break;
                 };
+                let window = self.conn.channel_window(id) as usize;
+                if !below(&b.unfinished, window, &self.room) {
+                    break;
+                }
                 let Some(chunk) = self.conn.channel_take(id) else {
                     break;
                 };
-                b.unfinished.fetch_add(1, Ordering::Relaxed);
+                b.unfinished.fetch_add(chunk.len(), Ordering::Relaxed);
                 permit.send(Inbound::Data(chunk));
             }
             if self.conn.channel_data(id).is_empty() {

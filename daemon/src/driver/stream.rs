@@ -90,7 +90,7 @@ impl ChannelStream {
                 room,
                 returned,
                 unfinished,
-                holding_data: false,
+                holding: 0,
                 finished: false,
             },
             writer: ChannelWriter {
@@ -114,11 +114,12 @@ pub struct ChannelReader {
     rx: mpsc::Receiver<Inbound>,
     room: Arc<Room>,
     returned: Returned,
-    /// `Inbound::Data` items queued to this reader, or returned by `recv` and not yet
-    /// finished with (until the next `recv`); the driver only uses a [`Sink`] while this is 0.
+    /// Bytes of `Inbound::Data` queued to this reader, or returned by `recv` and not yet
+    /// finished with (until the next `recv`); the driver only uses a [`Sink`] while this is 0,
+    /// and queues no more while it is past the channel's window.
     unfinished: Arc<AtomicUsize>,
-    /// The last item `recv` returned was data, counted in `unfinished`.
-    holding_data: bool,
+    /// The bytes of the data `recv` last returned, counted in `unfinished`.
+    holding: usize,
     finished: bool,
 }
 
@@ -141,7 +142,7 @@ impl Room {
         fence(Ordering::SeqCst);
     }
 
-    /// Reader: an item was taken from a queue.
+    /// Reader: an item was taken from a queue, or its data finished with.
     fn took(&self) {
         fence(Ordering::SeqCst);
         if self.wanted.swap(false, Ordering::SeqCst) {
@@ -184,16 +185,21 @@ impl Returned {
 impl ChannelReader {
     /// The next event on the channel; after `Eof` or `Closed` it keeps returning `Closed`.
     pub async fn recv(&mut self) -> Inbound {
-        if std::mem::take(&mut self.holding_data) {
+        let held = std::mem::take(&mut self.holding);
+        if held > 0 {
             // Whatever the caller did with it (a write to a device) happens before the driver
             // can see the count fall.
-            self.unfinished.fetch_sub(1, Ordering::Release);
+            self.unfinished.fetch_sub(held, Ordering::Release);
+            // The driver may wait for that to queue more.
+            self.room.took();
         }
         if self.finished {
             return Inbound::Closed;
         }
         let item = self.rx.recv().await.unwrap_or(Inbound::Closed);
-        self.holding_data = matches!(item, Inbound::Data(_));
+        if let Inbound::Data(data) = &item {
+            self.holding = data.len();
+        }
         // Tell the driver if it waits for room, so it can move more out of the SSH window.
         self.room.took();
         if matches!(item, Inbound::Closed) {

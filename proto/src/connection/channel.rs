@@ -27,6 +27,14 @@ pub struct Channel {
     pub remote_max_packet: u32,
     /// Bytes we still let the peer send before it must wait for an adjust.
     pub recv_window: u32,
+    /// The window we keep open for the peer: `recv_window`, plus what is buffered, plus
+    /// `unacked`. Counted in the connection's window budget; grows, never shrinks.
+    pub target: u32,
+    /// The peer ran `recv_window` nearly dry (since the window last grew)...
+    pub ran_dry: bool,
+    /// ...and after that the application took everything buffered: the window, not the
+    /// application, held the peer back.
+    pub emptied: bool,
     /// Consumed by the application, not yet returned to the peer with WINDOW_ADJUST.
     pub unacked: u32,
     /// Received data not yet consumed, in chunks the application can take by value
@@ -52,7 +60,8 @@ pub struct Channel {
 }
 
 impl Channel {
-    pub fn new(kind: ChannelKind, phase: Phase, recv_window: u32) -> Self {
+    /// A channel without a window yet (the channel table gives it one).
+    pub fn new(kind: ChannelKind, phase: Phase) -> Self {
         let datagram = matches!(kind, ChannelKind::Tun { .. });
         Self {
             kind,
@@ -60,7 +69,10 @@ impl Channel {
             remote_id: 0,
             send_window: 0,
             remote_max_packet: 0,
-            recv_window,
+            recv_window: 0,
+            target: 0,
+            ran_dry: false,
+            emptied: false,
             unacked: 0,
             recv: VecDeque::new(),
             recv_front: 0,
@@ -84,8 +96,14 @@ impl Channel {
             .unwrap_or_default()
     }
 
+    /// Nothing received is left unconsumed.
+    pub fn is_drained(&self) -> bool {
+        self.recv.is_empty()
+    }
+
     /// Stores received data. The caller has checked it against `recv_window`, so the chunks
-    /// never hold more than the window we advertised (plus one partly filled chunk).
+    /// never hold more than the window we advertised (plus one partly filled chunk, no
+    /// larger than the window).
     pub fn push(&mut self, data: &[u8], spare: &mut Spare) {
         let prefix = if self.datagram { 4 } else { 0 };
         let need = prefix + data.len();
@@ -94,7 +112,7 @@ impl Channel {
             .back()
             .is_some_and(|c| c.capacity() - c.len() >= need);
         if !fits {
-            self.recv.push_back(spare.take(need));
+            self.recv.push_back(spare.take(need, self.target as usize));
         }
         if let Some(chunk) = self.recv.back_mut() {
             if self.datagram {
@@ -204,9 +222,10 @@ pub struct Spare {
 }
 
 impl Spare {
-    /// An empty chunk with room for at least `need` bytes. A small message starts a small
-    /// chunk: a quiet channel should not hold a large one for a few bytes.
-    fn take(&mut self, need: usize) -> Vec<u8> {
+    /// An empty chunk with room for at least `need` bytes, for a channel whose window is
+    /// `window`. A small message starts a small chunk: a quiet channel should not hold a large
+    /// one for a few bytes; nor should a channel with a small window.
+    fn take(&mut self, need: usize, window: usize) -> Vec<u8> {
         if need < SMALL_MESSAGE {
             return self
                 .small
@@ -218,7 +237,7 @@ impl Spare {
         {
             return chunk;
         }
-        Vec::with_capacity(need.max(CHUNK))
+        Vec::with_capacity(need.max(CHUNK.min(window)))
     }
 
     /// Whether standard chunks are kept for reuse.

@@ -38,12 +38,29 @@ impl std::fmt::Display for ChannelId {
 /// declared dead in the middle of a transfer.
 pub const MAX_ADJUST_STEP: u32 = 1 << 20;
 
+/// A channel opened while its connection's windows already add up to
+/// [`ChannelConfig::window_budget`] gets this window, and keeps it: enough for one OpenSSH
+/// packet (32 KiB) at a time. A peer can then make us hold at most the budget plus this much
+/// per channel.
+pub const FLOOR_WINDOW: u32 = 32 * 1024;
+
 /// Flow-control and resource settings for channels.
+///
+/// Receive windows adapt: a channel starts at `initial_window`, and each time its peer runs
+/// the window dry while the application keeps up (the window, not the reader, holds the
+/// peer back) it doubles, up to `window`, as long as the connection's windows together stay
+/// within `window_budget`. A quiet channel, or one whose reader is slow, stays small, so a
+/// thousand idle SOCKS connections do not each promise a fast link's worth of memory.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
-    /// Initial window we grant per channel. Larger than OpenSSH's 2 MiB so one channel can
-    /// fill a fast link (bandwidth × delay); memory per channel is bounded by it.
+    /// Largest window one channel grows to: enough for one channel to fill a fast, distant
+    /// link (bandwidth × delay). OpenSSH grants 2 MiB.
     pub window: u32,
+    /// The window a channel starts with.
+    pub initial_window: u32,
+    /// Most the windows of one connection's channels add up to: what its peer can make us
+    /// buffer (past it, new channels get [`FLOOR_WINDOW`] and none grows).
+    pub window_budget: u64,
     /// Largest data message we accept per channel (RFC 4254 §5.1 "maximum packet size").
     pub max_packet: u32,
     /// Channels one connection may hold at once; further opens get RESOURCE_SHORTAGE.
@@ -54,9 +71,46 @@ impl Default for ChannelConfig {
     fn default() -> Self {
         Self {
             window: 16 * 1024 * 1024,
+            initial_window: 256 * 1024,
+            window_budget: 256 * 1024 * 1024,
             max_packet: 128 * 1024,
             max_channels: 4096,
         }
+    }
+}
+
+/// The receive windows of a connection's channels, counted against
+/// [`ChannelConfig::window_budget`]: each channel's `target` is in `committed` from its
+/// allocation to its release.
+#[derive(Debug)]
+struct Budget {
+    limit: u64,
+    committed: u64,
+}
+
+impl Budget {
+    /// The window for a new channel, now counted.
+    fn open(&mut self, initial: u32) -> u32 {
+        let window = if self.committed + u64::from(initial) <= self.limit {
+            initial
+        } else {
+            initial.min(FLOOR_WINDOW)
+        };
+        self.committed += u64::from(window);
+        window
+    }
+
+    /// How much a channel whose window is `target` may grow by (at most double, at most to
+    /// `max`, within the limit), now counted.
+    fn grow(&mut self, target: u32, max: u32) -> u32 {
+        let room = u32::try_from(self.limit.saturating_sub(self.committed)).unwrap_or(u32::MAX);
+        let more = target.min(max.saturating_sub(target)).min(room);
+        self.committed += u64::from(more);
+        more
+    }
+
+    fn release(&mut self, target: u32) {
+        self.committed = self.committed.saturating_sub(u64::from(target));
     }
 }
 
@@ -83,6 +137,7 @@ pub struct Channels {
     global: global::Queues,
     /// Emptied receive chunks, shared by all channels.
     spare: Spare,
+    budget: Budget,
 }
 
 fn protocol(why: impl Into<String>) -> Error {
@@ -92,11 +147,15 @@ fn protocol(why: impl Into<String>) -> Error {
 impl Channels {
     pub fn new(config: ChannelConfig) -> Self {
         Self {
-            config,
             table: HashMap::new(),
             next_id: 0,
             global: global::Queues::default(),
             spare: Spare::default(),
+            budget: Budget {
+                limit: config.window_budget,
+                committed: 0,
+            },
+            config,
         }
     }
 
@@ -116,10 +175,14 @@ impl Channels {
         self.table.get(&id.0).map(|c| &c.kind)
     }
 
-    fn alloc(&mut self, ch: Channel) -> Result<ChannelId, ChannelError> {
+    /// Gives `ch` an id and its first window.
+    fn alloc(&mut self, mut ch: Channel) -> Result<ChannelId, ChannelError> {
         if self.table.len() >= self.config.max_channels {
             return Err(ChannelError::TooMany);
         }
+        let window = self.budget.open(self.config.initial_window);
+        ch.target = window;
+        ch.recv_window = window;
         while self.table.contains_key(&self.next_id) {
             self.next_id = self.next_id.wrapping_add(1);
         }
@@ -134,7 +197,9 @@ impl Channels {
     /// is in use it is rebuilt at twice its length. Each rebuild at least halves the
     /// capacity, so its cost stays proportional to the removals that led to it.
     fn release(&mut self, id: u32) {
-        self.table.remove(&id);
+        if let Some(ch) = self.table.remove(&id) {
+            self.budget.release(ch.target);
+        }
         if self.table.capacity() > 64 && self.table.len() * 4 <= self.table.capacity() {
             self.table.shrink_to(self.table.len() * 2);
         }
@@ -142,9 +207,9 @@ impl Channels {
 
     /// Sends SSH_MSG_CHANNEL_OPEN (RFC 4254 §5.1).
     pub fn open(&mut self, kind: ChannelKind, tx: &mut Tx) -> Result<ChannelId, ChannelError> {
-        let window = self.config.window;
         let max_packet = self.config.max_packet;
-        let id = self.alloc(Channel::new(kind.clone(), Phase::Opening, window))?;
+        let id = self.alloc(Channel::new(kind.clone(), Phase::Opening))?;
+        let window = self.window(id);
         tx.send(|b| {
             let mut w = Writer::new(b);
             w.u8(MsgType::CHANNEL_OPEN.0)
@@ -158,12 +223,13 @@ impl Channels {
     }
 
     pub fn accept(&mut self, id: ChannelId, tx: &mut Tx) -> Result<(), ChannelError> {
-        let (window, max_packet) = (self.config.window, self.config.max_packet);
+        let max_packet = self.config.max_packet;
         let ch = self.table.get_mut(&id.0).ok_or(ChannelError::Unknown(id))?;
         if ch.phase != Phase::PeerOpening {
             return Err(ChannelError::NotOpen(id));
         }
         ch.phase = Phase::Open;
+        let window = ch.recv_window;
         let remote = ch.remote_id;
         tx.send(|b| {
             Writer::new(b)
@@ -232,33 +298,40 @@ impl Channels {
     /// return what the window counted of them once half the window, or [`MAX_ADJUST_STEP`],
     /// has been consumed, so adjusts are few and the pipe stays full.
     pub fn consume(&mut self, id: ChannelId, n: usize, tx: &mut Tx) {
-        let step = self.adjust_step();
         let Some(ch) = self.table.get_mut(&id.0) else {
             return;
         };
         let counted = ch.counted_in(n);
         let n = ch.consume(n, &mut self.spare);
-        return_window(ch, counted.min(n), step, tx);
+        let max = self.config.window;
+        return_window(ch, counted.min(n), &mut self.budget, max, tx);
     }
 
     /// Takes the oldest chunk of buffered data by value, as `consume` would.
     pub fn take(&mut self, id: ChannelId, tx: &mut Tx) -> Option<Vec<u8>> {
-        let step = self.adjust_step();
         let ch = self.table.get_mut(&id.0)?;
         // What the window counted: on a datagram channel, without the length prefixes.
         let n = ch.counted_in(ch.front_len());
         let chunk = ch.take()?;
-        return_window(ch, n, step, tx);
+        let max = self.config.window;
+        return_window(ch, n, &mut self.budget, max, tx);
         Some(chunk)
+    }
+
+    /// The receive window channel `id` now keeps open for its peer (see [`ChannelConfig`]);
+    /// 0 for an unknown channel.
+    pub fn window(&self, id: ChannelId) -> u32 {
+        self.table.get(&id.0).map_or(0, |ch| ch.target)
+    }
+
+    /// What the receive windows of all channels add up to.
+    pub fn windows_total(&self) -> u64 {
+        self.budget.committed
     }
 
     /// Hands back a chunk from [`Channels::take`] once the application is done with it.
     pub fn recycle(&mut self, chunk: Vec<u8>) {
         self.spare.put(chunk);
-    }
-
-    fn adjust_step(&self) -> u32 {
-        (self.config.window / 2).min(MAX_ADJUST_STEP)
     }
 
     /// Sends a channel request that wants no reply (RFC 4254 §5.4); `data` is appended as is.
@@ -451,6 +524,10 @@ impl Channels {
                     )));
                 }
                 ch.recv_window -= len;
+                if ch.recv_window < ch.target / 8 {
+                    ch.ran_dry = true;
+                    ch.emptied = false;
+                }
                 if ch.sent_close || msg == MsgType::CHANNEL_EXTENDED_DATA {
                     // Nobody will read it (stderr has no meaning for our channel types).
                     ch.unacked = ch.unacked.saturating_add(len);
@@ -573,7 +650,7 @@ impl Channels {
             );
             return Ok(());
         }
-        let mut ch = Channel::new(kind.clone(), Phase::PeerOpening, self.config.window);
+        let mut ch = Channel::new(kind.clone(), Phase::PeerOpening);
         ch.remote_id = sender;
         ch.send_window = window;
         ch.remote_max_packet = max_packet;
@@ -661,13 +738,27 @@ fn expect(
     }
 }
 
-/// Returns `n` consumed bytes to the peer's window once `step` of them have gathered.
-fn return_window(ch: &mut Channel, n: usize, step: u32, tx: &mut Tx) {
+/// Returns `n` consumed bytes to the peer's window once half the window, or
+/// [`MAX_ADJUST_STEP`], of them have gathered, so adjusts are few and the pipe stays full.
+/// If the peer ran the window dry and the application then took everything, the window grows
+/// (at most to `max`, within the budget) by as much again.
+fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: &mut Tx) {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     ch.unacked = ch.unacked.saturating_add(n);
+    if ch.is_drained() {
+        ch.emptied = true;
+    }
+    let step = (ch.target / 2).min(MAX_ADJUST_STEP);
     if ch.unacked >= step && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
-        let adjust = ch.unacked;
+        let mut adjust = ch.unacked;
         ch.unacked = 0;
+        if ch.ran_dry && ch.emptied {
+            ch.ran_dry = false;
+            ch.emptied = false;
+            let more = budget.grow(ch.target, max);
+            ch.target += more;
+            adjust += more;
+        }
         ch.recv_window = ch.recv_window.saturating_add(adjust);
         let remote = ch.remote_id;
         tx.send(|b| {

@@ -4,3 +4,4 @@ mod chunks;
 mod hostile;
 mod pair;
 mod util;
+mod windows;

@@ -166,13 +166,20 @@ impl Pair {
     }
 
     /// A connected pair whose both sides advertise `window` and `max_packet` per channel.
+    /// Windows start at their largest, so they do not grow.
     pub fn connected_with_windows(window: u32, max_packet: u32) -> Self {
-        let (mut c, mut s) = Self::default_configs();
-        let limits = crate::connection::ChannelConfig {
+        Self::connected_with_channels(crate::connection::ChannelConfig {
             window,
+            initial_window: window,
+            window_budget: u64::MAX,
             max_packet,
             max_channels: 16,
-        };
+        })
+    }
+
+    /// A connected pair whose both sides use `limits` for their channels.
+    pub fn connected_with_channels(limits: crate::connection::ChannelConfig) -> Self {
+        let (mut c, mut s) = Self::default_configs();
         c.channels = limits.clone();
         s.channels = limits;
         let mut pair = Self::new(c, s);

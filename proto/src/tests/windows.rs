@@ -1,0 +1,117 @@
+//! Adaptive receive windows: a channel's window grows while its peer is held back by it and
+//! the reader keeps up, and all of a connection's windows stay within its budget.
+
+use super::util::{Pair, pattern};
+use crate::ChannelId;
+use crate::connection::{ChannelConfig, FLOOR_WINDOW};
+
+const KIB: u32 = 1024;
+
+/// One round of a sender that always has data: the client sends all the window allows
+/// (at most `data`), the server reads up to `read` bytes of it. Returns the bytes sent.
+fn round(pair: &mut Pair, cid: ChannelId, sid: ChannelId, data: &[u8], read: usize) -> usize {
+    let sent = pair.client.channel_send(cid, data).unwrap();
+    pair.run();
+    let mut left = read;
+    while left > 0 && !pair.server.channel_data(sid).is_empty() {
+        let n = pair.server.channel_data(sid).len().min(left);
+        pair.server.channel_consume(sid, n);
+        left -= n;
+    }
+    pair.run();
+    sent
+}
+
+#[test]
+fn a_window_grows_while_the_reader_keeps_up_and_not_for_a_slow_reader() {
+    let defaults = ChannelConfig::default();
+    let mut pair = Pair::connected();
+    let (cid, sid) = pair.open_channel();
+    assert_eq!(pair.server.channel_window(sid), defaults.initial_window);
+    let data = pattern(32 << 20);
+
+    // The sender fills whatever window it has, and the reader takes all of it at once: the
+    // window is what holds the sender back, so it doubles up to the largest.
+    let mut sent_per_round = Vec::new();
+    for _ in 0..16 {
+        sent_per_round.push(round(&mut pair, cid, sid, &data, usize::MAX));
+    }
+    assert_eq!(pair.server.channel_window(sid), defaults.window);
+    assert!(
+        sent_per_round.last() > sent_per_round.first(),
+        "each round sent: {sent_per_round:?}"
+    );
+
+    // A reader that takes 16 KiB per round holds the sender back itself: a larger window
+    // would only fill our memory, so it stays as it began.
+    let (cid, sid) = pair.open_channel();
+    for _ in 0..200 {
+        round(&mut pair, cid, sid, &data, 16 * 1024);
+    }
+    assert_eq!(pair.server.channel_window(sid), defaults.initial_window);
+}
+
+#[test]
+fn a_connections_windows_stay_within_its_budget() {
+    let limits = ChannelConfig {
+        window: 1024 * KIB,
+        initial_window: 256 * KIB,
+        window_budget: 2048 * 1024,
+        max_packet: 32 * KIB,
+        max_channels: 64,
+    };
+    let mut pair = Pair::connected_with_channels(limits.clone());
+    // Eight channels take the budget; the rest get the floor.
+    let channels: Vec<_> = (0..12).map(|_| pair.open_channel()).collect();
+    let windows: Vec<u32> = channels
+        .iter()
+        .map(|&(_, sid)| pair.server.channel_window(sid))
+        .collect();
+    assert_eq!(windows[..8], [256 * KIB; 8]);
+    assert_eq!(windows[8..], [FLOOR_WINDOW; 4]);
+    assert_eq!(
+        pair.server.channel_windows_total(),
+        limits.window_budget + 4 * u64::from(FLOOR_WINDOW)
+    );
+
+    // A peer that fills every window, with nothing read, gets exactly that much buffered.
+    let data = pattern(1 << 20);
+    let mut sent = 0;
+    for &(cid, _) in &channels {
+        sent += pair.client.channel_send(cid, &data).unwrap() as u64;
+    }
+    pair.run();
+    let buffered: usize = channels
+        .iter()
+        .map(|&(_, sid)| pair.server.channel_data(sid).len())
+        .sum();
+    assert_eq!(sent, pair.server.channel_windows_total());
+    assert_eq!(buffered as u64, sent);
+
+    // With no budget left, a channel whose reader keeps up does not grow...
+    let (cid, sid) = channels[0];
+    for _ in 0..8 {
+        round(&mut pair, cid, sid, &data, usize::MAX);
+    }
+    assert_eq!(pair.server.channel_window(sid), 256 * KIB);
+
+    // ...until other channels close and give theirs back.
+    for &(cid, sid) in &channels[4..] {
+        pair.client.close_channel(cid).unwrap();
+        pair.run();
+        pair.server.close_channel(sid).unwrap();
+        pair.run();
+    }
+    assert_eq!(
+        pair.server.channel_windows_total(),
+        4 * 256 * u64::from(KIB)
+    );
+    for _ in 0..8 {
+        round(&mut pair, cid, sid, &data, usize::MAX);
+    }
+    assert_eq!(pair.server.channel_window(sid), limits.window);
+    assert_eq!(
+        pair.server.channel_windows_total(),
+        u64::from(limits.window) + 3 * 256 * u64::from(KIB)
+    );
+}
