@@ -828,8 +828,8 @@ async fn channels_nobody_reads_hold_the_server_to_its_window_budget() {
     // A user pushes data into 128 channels whose destination never reads. The server must
     // hold what the channels' windows allow and no more: they adapt, and all of a
     // connection's windows add up to at most proto's `ChannelConfig::window_budget`
-    // (256 MiB; its data is held at most twice over, in the window and on its way to the
-    // socket). Without the budget each channel took 16 MiB of window and 4 MiB of queue.
+    // (256 MiB), and the daemon holds half a window more on its way to the socket. Without
+    // the budget each channel took 16 MiB of window and 4 MiB of queue.
     const BUDGET_KIB: u64 = 256 * 1024;
     const LIMIT_KIB: u64 = 2 * BUDGET_KIB + 64 * 1024;
     const CHANNELS: usize = 128;

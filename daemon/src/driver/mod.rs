@@ -378,8 +378,7 @@ struct Bridge {
     credit: Arc<Semaphore>,
     inbound: Option<mpsc::Sender<Inbound>>,
     /// Bytes of data the reader has not finished with (see `ChannelReader`): what the
-    /// channel holds beyond its SSH window. Kept to about the window, so what a peer makes
-    /// us hold stays within the connection's window budget (twice over).
+    /// channel holds beyond its SSH window. Kept to about half the window.
     unfinished: Arc<AtomicUsize>,
     sink: Option<Box<dyn Sink>>,
     /// Where a sent buffer goes back to the writer (see `ChannelWriter::buffer`).
@@ -788,8 +787,10 @@ impl Driver {
                 let Some(permit) = reserve(tx, &self.room) else {
                     break;
                 };
-                let window = self.conn.channel_window(id) as usize;
-                if !below(&b.unfinished, window, &self.room) {
+                // Half the window: what a peer makes us hold, in the window and here, stays
+                // within 1.5 times the connection's window budget.
+                let limit = self.conn.channel_window(id) as usize / 2;
+                if !below(&b.unfinished, limit, &self.room) {
                     break;
                 }
                 let Some(chunk) = self.conn.channel_take(id) else {

@@ -30,11 +30,13 @@ pub struct Channel {
     /// The window we keep open for the peer: `recv_window`, plus what is buffered, plus
     /// `unacked`. Counted in the connection's window budget; grows, never shrinks.
     pub target: u32,
-    /// The peer ran `recv_window` nearly dry (since the window last grew)...
+    /// The peer ran `recv_window` nearly dry since the window last grew...
     pub ran_dry: bool,
-    /// ...and after that the application took everything buffered: the window, not the
-    /// application, held the peer back.
+    /// ...or the channel moved twice its window since then (`moved`); and after that the
+    /// application took everything buffered. Then the window, not the application, holds
+    /// the peer back, or soon may.
     pub emptied: bool,
+    pub moved: u64,
     /// Consumed by the application, not yet returned to the peer with WINDOW_ADJUST.
     pub unacked: u32,
     /// Received data not yet consumed, in chunks the application can take by value
@@ -73,6 +75,7 @@ impl Channel {
             target: 0,
             ran_dry: false,
             emptied: false,
+            moved: 0,
             unacked: 0,
             recv: VecDeque::new(),
             recv_front: 0,

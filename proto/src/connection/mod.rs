@@ -740,11 +740,14 @@ fn expect(
 
 /// Returns `n` consumed bytes to the peer's window once half the window, or
 /// [`MAX_ADJUST_STEP`], of them have gathered, so adjusts are few and the pipe stays full.
-/// If the peer ran the window dry and the application then took everything, the window grows
-/// (at most to `max`, within the budget) by as much again.
+/// If the peer ran the window dry, or the channel moved twice its window, and the application
+/// then took everything, the window grows (at most to `max`, within the budget) by as much
+/// again. Dry windows alone are too rare a sign on a fast path: a 1 MiB window that never
+/// ran dry still cost 5% of a forward between two sshvpnd.
 fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: &mut Tx) {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     ch.unacked = ch.unacked.saturating_add(n);
+    ch.moved = ch.moved.saturating_add(u64::from(n));
     if ch.is_drained() {
         ch.emptied = true;
     }
@@ -752,9 +755,11 @@ fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: 
     if ch.unacked >= step && !ch.recv_eof && !ch.recv_close && !ch.sent_close {
         let mut adjust = ch.unacked;
         ch.unacked = 0;
-        if ch.ran_dry && ch.emptied {
+        let busy = ch.moved >= 2 * u64::from(ch.target);
+        if (ch.ran_dry || busy) && ch.emptied {
             ch.ran_dry = false;
             ch.emptied = false;
+            ch.moved = 0;
             let more = budget.grow(ch.target, max);
             ch.target += more;
             adjust += more;

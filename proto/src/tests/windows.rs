@@ -115,3 +115,22 @@ fn a_connections_windows_stay_within_its_budget() {
         u64::from(limits.window) + 3 * 256 * u64::from(KIB)
     );
 }
+
+#[test]
+fn a_busy_channel_grows_its_window_without_running_it_dry() {
+    // A sender that writes 64 KiB at a time to a reader that keeps up never runs a 256 KiB
+    // window dry here; on a real path, scheduling delays do, now and then. A channel that
+    // moves twice its window grows it anyway.
+    let defaults = ChannelConfig::default();
+    let mut pair = Pair::connected();
+    let (cid, sid) = pair.open_channel();
+    let data = pattern(64 << 20);
+    let received = pair.transfer(cid, sid, &data, usize::MAX);
+    assert!(received == data, "data corrupted");
+    assert_eq!(pair.server.channel_window(sid), defaults.window);
+    // A channel that moves little keeps the window it began with.
+    let (cid, sid) = pair.open_channel();
+    let small = pattern(256 * 1024);
+    pair.transfer(cid, sid, &small, usize::MAX);
+    assert_eq!(pair.server.channel_window(sid), defaults.initial_window);
+}
