@@ -648,7 +648,61 @@ async fn a_remote_forward_on_port_0_added_at_runtime_works_with_openssh_sshd() {
         .ctl(&["forward", "add", "one", "remote", "127.0.0.1:0", &target])
         .await;
     assert!(ok, "forward add: {out}{err}");
+    // A second one on port 0 is no duplicate: the server chooses another port for it.
+    let other = EchoServer::start().await;
+    let other_target = format!("127.0.0.1:{}", other.port);
+    let (ok, out, err) = client
+        .ctl(&[
+            "forward",
+            "add",
+            "one",
+            "remote",
+            "127.0.0.1:0",
+            &other_target,
+        ])
+        .await;
+    assert!(ok, "a second forward add on port 0: {out}{err}");
     port_0_forward_carries_data_and_cancels(&client, "one", || sshd.log()).await;
+    assert_eq!(
+        other.connections(),
+        0,
+        "the first forward went to its own target"
+    );
+    let deadline = tokio::time::Instant::now() + UP;
+    let second: std::net::SocketAddr = loop {
+        let info = client.link("one").await;
+        let forward = info.forwards.iter().find(|f| f.kind == "remote");
+        if let Some(f) = forward
+            && f.state == "active"
+            && let Ok(listen) = f.listen.parse::<std::net::SocketAddr>()
+            && listen.port() != 0
+        {
+            break listen;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no chosen port for the second forward after {UP:?}: {forward:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    transfer_echo(second, 1 << 20, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}
+client:
+{}
+sshd:
+{}",
+                client.log(),
+                sshd.log()
+            )
+        });
+    assert_eq!(
+        other.connections(),
+        1,
+        "the second forward went to its target"
+    );
 }
 
 /// The link's one remote forward, asked for on port 0: the status shows the port the server

@@ -609,11 +609,14 @@ impl Supervisor {
         loop {
             match self.cmds.recv().await? {
                 LinkCmd::AddRemote(rf, reply) => {
-                    if self
-                        .config
-                        .remote_forward
-                        .iter()
-                        .any(|f| f.listen == rf.listen)
+                    // Port 0 asks the server for a port of its choosing, each time a new one
+                    // (as `ssh -R 0:… -R 0:…`), so it is never a duplicate.
+                    if rf.listen.port != 0
+                        && self
+                            .config
+                            .remote_forward
+                            .iter()
+                            .any(|f| f.listen == rf.listen)
                     {
                         let _ = reply.send(Err(format!(
                             "a remote forward on {} exists already",
