@@ -272,7 +272,7 @@ impl Connection {
 
     /// The receive windows of all channels added up: at most
     /// [`ChannelConfig::window_budget`], plus [`FLOOR_WINDOW`](crate::connection::FLOOR_WINDOW)
-    /// for each channel opened past it.
+    /// for each stream channel and `max_packet` for each datagram channel opened past it.
     pub fn channel_windows_total(&self) -> u64 {
         self.channels.windows_total()
     }

@@ -36,6 +36,7 @@ pub struct Channel {
     /// application took everything buffered. Then the window, not the application, holds
     /// the peer back, or soon may.
     pub emptied: bool,
+    /// Bytes consumed since the window last grew.
     pub moved: u64,
     /// Consumed by the application, not yet returned to the peer with WINDOW_ADJUST.
     pub unacked: u32,

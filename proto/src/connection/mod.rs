@@ -38,19 +38,20 @@ impl std::fmt::Display for ChannelId {
 /// declared dead in the middle of a transfer.
 pub const MAX_ADJUST_STEP: u32 = 1 << 20;
 
-/// A channel opened while its connection's windows already add up to
+/// A stream channel opened while its connection's windows already add up to
 /// [`ChannelConfig::window_budget`] gets this window, and keeps it: enough for one OpenSSH
 /// packet (32 KiB) at a time. A peer can then make us hold at most the budget plus this much
-/// per channel.
+/// per channel. (A datagram channel gets `max_packet`: its messages cannot be split to fit.)
 pub const FLOOR_WINDOW: u32 = 32 * 1024;
 
 /// Flow-control and resource settings for channels.
 ///
 /// Receive windows adapt: a channel starts at `initial_window`, and each time its peer runs
-/// the window dry while the application keeps up (the window, not the reader, holds the
-/// peer back) it doubles, up to `window`, as long as the connection's windows together stay
-/// within `window_budget`. A quiet channel, or one whose reader is slow, stays small, so a
-/// thousand idle SOCKS connections do not each promise a fast link's worth of memory.
+/// the window dry, or it moves twice its window, while the application keeps up (the window,
+/// not the reader, holds the peer back) it doubles, up to `window`, as long as the
+/// connection's windows together stay within `window_budget`. A quiet channel, or one whose
+/// reader is slow, stays small, so a thousand idle SOCKS connections do not each promise a
+/// fast link's worth of memory.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
     /// Largest window one channel grows to: enough for one channel to fill a fast, distant
@@ -89,12 +90,12 @@ struct Budget {
 }
 
 impl Budget {
-    /// The window for a new channel, now counted.
-    fn open(&mut self, initial: u32) -> u32 {
+    /// The window for a new channel, now counted: `initial`, or past the limit `floor`.
+    fn open(&mut self, initial: u32, floor: u32) -> u32 {
         let window = if self.committed + u64::from(initial) <= self.limit {
             initial
         } else {
-            initial.min(FLOOR_WINDOW)
+            initial.min(floor)
         };
         self.committed += u64::from(window);
         window
@@ -180,7 +181,12 @@ impl Channels {
         if self.table.len() >= self.config.max_channels {
             return Err(ChannelError::TooMany);
         }
-        let window = self.budget.open(self.config.initial_window);
+        let floor = if ch.datagram {
+            self.config.max_packet
+        } else {
+            FLOOR_WINDOW
+        };
+        let window = self.budget.open(self.config.initial_window, floor);
         ch.target = window;
         ch.recv_window = window;
         while self.table.contains_key(&self.next_id) {

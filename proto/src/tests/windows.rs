@@ -134,3 +134,24 @@ fn a_busy_channel_grows_its_window_without_running_it_dry() {
     pair.transfer(cid, sid, &small, usize::MAX);
     assert_eq!(pair.server.channel_window(sid), defaults.initial_window);
 }
+
+#[test]
+fn a_tun_channel_past_the_budget_still_takes_its_largest_message() {
+    // A datagram cannot be split to fit a window: a tun channel opened once the budget is
+    // spent gets a window of the largest message we accept, so the peer's biggest packet
+    // (an offload super-packet) is never stuck behind a window too small for it.
+    let limits = ChannelConfig {
+        window: 1024 * KIB,
+        initial_window: 256 * KIB,
+        window_budget: 256 * 1024,
+        max_packet: 96 * KIB,
+        max_channels: 8,
+    };
+    let mut pair = Pair::connected_with_channels(limits.clone());
+    let (_, first) = pair.open_channel();
+    let (_, stream) = pair.open_channel();
+    let (_, tun) = pair.open_tun();
+    assert_eq!(pair.server.channel_window(first), 256 * KIB);
+    assert_eq!(pair.server.channel_window(stream), FLOOR_WINDOW);
+    assert_eq!(pair.server.channel_window(tun), limits.max_packet);
+}
