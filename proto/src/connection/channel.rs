@@ -32,12 +32,14 @@ pub struct Channel {
     pub target: u32,
     /// The peer ran `recv_window` nearly dry since the window last grew...
     pub ran_dry: bool,
-    /// ...or the channel moved twice its window since then (`moved`); and after that the
-    /// application took everything buffered. Then the window, not the application, holds
-    /// the peer back, or soon may.
+    /// ...or twice the window arrived within [`BUSY_PERIOD`](super::BUSY_PERIOD) (`moved`);
+    /// and after that the application took everything buffered. Then the window, not the
+    /// application, holds the peer back, or soon may.
     pub emptied: bool,
-    /// Bytes consumed since the window last grew.
+    /// Bytes arrived since `period` began: a period starts with the first data after the
+    /// window grew, and again with the first data once `BUSY_PERIOD` has passed.
     pub moved: u64,
+    pub period: Option<std::time::Instant>,
     /// Consumed by the application, not yet returned to the peer with WINDOW_ADJUST.
     pub unacked: u32,
     /// Received data not yet consumed, in chunks the application can take by value
@@ -77,6 +79,7 @@ impl Channel {
             ran_dry: false,
             emptied: false,
             moved: 0,
+            period: None,
             unacked: 0,
             recv: VecDeque::new(),
             recv_front: 0,
@@ -236,7 +239,10 @@ impl Spare {
                 .take()
                 .unwrap_or_else(|| Vec::with_capacity(SMALL_CHUNK));
         }
+        // A channel with a small window takes no standard chunk either: a peer could park
+        // one on each of thousands of them.
         if need <= CHUNK
+            && window >= CHUNK
             && let Some(chunk) = self.chunks.pop()
         {
             return chunk;

@@ -41,14 +41,21 @@ pub const MAX_ADJUST_STEP: u32 = 1 << 20;
 /// A stream channel opened while its connection's windows already add up to
 /// [`ChannelConfig::window_budget`] gets this window, and keeps it: enough for one OpenSSH
 /// packet (32 KiB) at a time. A peer can then make us hold at most the budget plus this much
-/// per channel. (A datagram channel gets `max_packet`: its messages cannot be split to fit.)
+/// per channel. (A datagram channel gets twice `max_packet`: its messages cannot be split to
+/// fit, and what is consumed goes back once half the window has been.)
 pub const FLOOR_WINDOW: u32 = 32 * 1024;
+
+/// A window grows without running dry when twice its size arrives within this long: the
+/// channel moves at least twice its window per second, so a larger one would serve a path
+/// whose round trip is over half a second. A trickle (a shell, a chat) keeps its first window
+/// however much it moves over hours.
+pub const BUSY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Flow-control and resource settings for channels.
 ///
 /// Receive windows adapt: a channel starts at `initial_window`, and each time its peer runs
-/// the window dry, or it moves twice its window, while the application keeps up (the window,
-/// not the reader, holds the peer back) it doubles, up to `window`, as long as the
+/// the window dry, or twice its window arrives within [`BUSY_PERIOD`], while the application
+/// keeps up (the window, not the reader, holds the peer back) it doubles, up to `window`, as long as the
 /// connection's windows together stay within `window_budget`. A quiet channel, or one whose
 /// reader is slow, stays small, so a thousand idle SOCKS connections do not each promise a
 /// fast link's worth of memory.
@@ -182,7 +189,7 @@ impl Channels {
             return Err(ChannelError::TooMany);
         }
         let floor = if ch.datagram {
-            self.config.max_packet
+            self.config.max_packet.saturating_mul(2)
         } else {
             FLOOR_WINDOW
         };
@@ -534,9 +541,19 @@ impl Channels {
                     ch.ran_dry = true;
                     ch.emptied = false;
                 }
+                match ch.period {
+                    Some(start) if now.saturating_duration_since(start) <= BUSY_PERIOD => {}
+                    _ => {
+                        ch.period = Some(now);
+                        ch.moved = 0;
+                    }
+                }
+                ch.moved = ch.moved.saturating_add(u64::from(len));
                 if ch.sent_close || msg == MsgType::CHANNEL_EXTENDED_DATA {
-                    // Nobody will read it (stderr has no meaning for our channel types).
-                    ch.unacked = ch.unacked.saturating_add(len);
+                    // Nobody will read it (stderr has no meaning for our channel types): it
+                    // is consumed as it comes, and its window goes back.
+                    let max = self.config.window;
+                    return_window(ch, len as usize, &mut self.budget, max, tx);
                     return Ok(());
                 }
                 if data.is_empty() {
@@ -746,14 +763,13 @@ fn expect(
 
 /// Returns `n` consumed bytes to the peer's window once half the window, or
 /// [`MAX_ADJUST_STEP`], of them have gathered, so adjusts are few and the pipe stays full.
-/// If the peer ran the window dry, or the channel moved twice its window, and the application
-/// then took everything, the window grows (at most to `max`, within the budget) by as much
+/// If the peer ran the window dry, or twice the window arrived within [`BUSY_PERIOD`], and
+/// the application then took everything, the window grows (at most to `max`, within the budget) by as much
 /// again. Dry windows alone are too rare a sign on a fast path: a 1 MiB window that never
 /// ran dry still cost 5% of a forward between two sshvpnd.
 fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: &mut Tx) {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     ch.unacked = ch.unacked.saturating_add(n);
-    ch.moved = ch.moved.saturating_add(u64::from(n));
     if ch.is_drained() {
         ch.emptied = true;
     }
@@ -766,6 +782,7 @@ fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: 
             ch.ran_dry = false;
             ch.emptied = false;
             ch.moved = 0;
+            ch.period = None;
             let more = budget.grow(ch.target, max);
             ch.target += more;
             adjust += more;

@@ -117,6 +117,21 @@ fn a_connections_windows_stay_within_its_budget() {
 }
 
 #[test]
+fn a_trickle_keeps_its_first_window_however_much_it_moves() {
+    // 64 KiB a second for 10 minutes: 37 MiB, but never twice the window within a second.
+    let defaults = ChannelConfig::default();
+    let mut pair = Pair::connected();
+    let (cid, sid) = pair.open_channel();
+    let data = pattern(64 * 1024);
+    for _ in 0..600 {
+        let received = pair.transfer(cid, sid, &data, usize::MAX);
+        assert!(received == data, "data corrupted");
+        pair.advance(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(pair.server.channel_window(sid), defaults.initial_window);
+}
+
+#[test]
 fn a_busy_channel_grows_its_window_without_running_it_dry() {
     // A sender that writes 64 KiB at a time to a reader that keeps up never runs a 256 KiB
     // window dry here; on a real path, scheduling delays do, now and then. A channel that
@@ -138,20 +153,57 @@ fn a_busy_channel_grows_its_window_without_running_it_dry() {
 #[test]
 fn a_tun_channel_past_the_budget_still_takes_its_largest_message() {
     // A datagram cannot be split to fit a window: a tun channel opened once the budget is
-    // spent gets a window of the largest message we accept, so the peer's biggest packet
-    // (an offload super-packet) is never stuck behind a window too small for it.
+    // spent gets twice the largest message we accept (what is consumed goes back once half
+    // the window has been), so the peer's biggest packet (an offload super-packet) is never
+    // stuck behind a window too small for it.
     let limits = ChannelConfig {
         window: 1024 * KIB,
         initial_window: 256 * KIB,
         window_budget: 256 * 1024,
-        max_packet: 96 * KIB,
+        max_packet: 80 * KIB,
         max_channels: 8,
     };
     let mut pair = Pair::connected_with_channels(limits.clone());
     let (_, first) = pair.open_channel();
     let (_, stream) = pair.open_channel();
-    let (_, tun) = pair.open_tun();
+    let (ctun, tun) = pair.open_tun();
     assert_eq!(pair.server.channel_window(first), 256 * KIB);
     assert_eq!(pair.server.channel_window(stream), FLOOR_WINDOW);
-    assert_eq!(pair.server.channel_window(tun), limits.max_packet);
+    assert_eq!(pair.server.channel_window(tun), 2 * limits.max_packet);
+    // A datagram that leaves just under half the window unreturned, then datagrams of the
+    // largest size: each still fits what is left (with a window of `max_packet` the first
+    // large one would wait for an adjust that never comes).
+    let mut framed = Vec::new();
+    for len in [40 * 1024 - 10, 80 * 1024, 80 * 1024, 80 * 1024] {
+        framed.extend_from_slice(&(len as u32).to_be_bytes());
+        framed.extend_from_slice(&pattern(len));
+    }
+    let payload = framed.len() - 4 * 4;
+    let mut received = 0;
+    for _ in 0..20 {
+        let mut sent = 0;
+        for _ in 0..100 {
+            if sent == framed.len() {
+                break;
+            }
+            sent += pair.client.channel_send(ctun, &framed[sent..]).unwrap();
+            pair.run();
+            while let Some(chunk) = pair.server.channel_take(tun) {
+                received += chunk.len() - 4 * chunk_messages(&chunk);
+            }
+            pair.run();
+        }
+        assert_eq!(sent, framed.len(), "the tun channel stalled");
+    }
+    assert_eq!(received, 20 * payload);
+}
+
+/// How many length-prefixed messages a tun channel's chunk holds.
+fn chunk_messages(chunk: &[u8]) -> usize {
+    let (mut at, mut n) = (0, 0);
+    while let Some(len) = chunk.get(at..at + 4) {
+        at += 4 + u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        n += 1;
+    }
+    n
 }
