@@ -134,7 +134,7 @@ pub async fn serve_incoming(
                         req.reply(Err(())).await;
                         continue;
                     };
-                    match TcpListener::bind((bind.as_str(), bind_port)).await {
+                    match crate::listen_tcp((bind.as_str(), bind_port)).await {
                         Ok(listener) => {
                             let bound = listener
                                 .local_addr()

@@ -46,6 +46,38 @@ pub async fn pause_after_accept_error(listener: &str, error: &std::io::Error) {
     tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
+/// Connections the kernel may queue for one of our listeners before we accept them (capped
+/// by `net.core.somaxconn`). tokio listens with 128, as the standard library does: a burst of
+/// 250 SOCKS connections overflowed it, and each handshake the kernel dropped cost its client
+/// a one-second SYN retransmit, and now and then a reset.
+pub const LISTEN_BACKLOG: u32 = 1024;
+
+/// A TCP listener on the first of `addr`'s addresses that takes one, with
+/// [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as `TcpListener::bind`).
+pub async fn listen_tcp(
+    addr: impl tokio::net::ToSocketAddrs,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        let bound = socket
+            .set_reuseaddr(true)
+            .and_then(|()| socket.bind(a))
+            .and_then(|()| socket.listen(LISTEN_BACKLOG));
+        match bound {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// The next TCP connection on `listener`, riding out accept errors (see [`ACCEPT_BACKOFF`]);
 /// `what` names the listener in the log.
 pub async fn accept_tcp(

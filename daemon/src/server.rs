@@ -262,7 +262,7 @@ pub async fn start(
     };
     let mut tasks = Vec::new();
     for addr in &section.listen {
-        let listener = TcpListener::bind(addr.0)
+        let listener = crate::listen_tcp(addr.0)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", addr.0))?;
         tracing::info!(listen = %addr.0, "server listening");

@@ -886,6 +886,60 @@ async fn channels_nobody_reads_hold_the_server_to_its_window_budget() {
         .expect("1 MiB echoed through the same link while its other channels are stuck");
 }
 
+// ---- 3c. a burst of connections while the daemon is busy ------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_connections_waits_for_a_busy_daemon_instead_of_being_dropped() {
+    // 600 connections reach the SOCKS port while the daemon cannot accept (stopped here, busy
+    // in life): the kernel must queue them all (a backlog of 1024; tokio's default of 128 left
+    // the rest retrying SYNs at 1 s, 3 s, 7 s …), and once the daemon runs they are served.
+    const BURST: usize = 600;
+    let dir = TestDir::new();
+    let port = free_port();
+    let (body, key) = server_body(&dir, port, "").await;
+    let _server = Daemon::start(&dir, "server", &body).await;
+    let echo = EchoServer::start().await;
+    let socks_port = free_port();
+    let client = Daemon::start(&dir, "client", &link_body(port, &key, socks_port)).await;
+    client.wait_link("site", "up", UP).await;
+    let signal = |sig: &str| {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &client.pid().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill {sig} the client daemon");
+    };
+    signal("-STOP");
+    let connects: Vec<_> = (0..BURST)
+        .map(|_| {
+            tokio::spawn(tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(loopback(socks_port)),
+            ))
+        })
+        .collect();
+    let mut queued = Vec::new();
+    for c in connects {
+        if let Ok(Ok(stream)) = c.await.unwrap() {
+            queued.push(stream);
+        }
+    }
+    signal("-CONT");
+    assert_eq!(
+        queued.len(),
+        BURST,
+        "connections completed while the daemon was stopped"
+    );
+    drop(queued);
+    // The daemon serves the next ones as usual.
+    let s = socks5_connect(loopback(socks_port), "127.0.0.1", echo.port)
+        .await
+        .unwrap();
+    transfer_echo_on(s, 64 * 1024, Duration::from_secs(10))
+        .await
+        .unwrap();
+}
+
 // ---- 4. malformed control requests ---------------------------------------------------------
 
 /// Sends `line` on `conn` and returns the parsed reply.

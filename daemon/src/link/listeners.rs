@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 
 use sshvpn_proto::ChannelKind;
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 use super::status::ForwardStatus;
@@ -71,7 +71,7 @@ pub fn state_of(result: &Result<JoinHandle<()>, String>) -> ForwardState {
 }
 
 async fn bind_socks(config: &SocksConfig, link: LinkRef) -> Result<JoinHandle<()>, String> {
-    let listener = TcpListener::bind(config.listen.0)
+    let listener = crate::listen_tcp(config.listen.0)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen.0))?;
     let auth = match (&config.username, &config.password) {
@@ -100,7 +100,7 @@ async fn bind_forward(config: &ForwardConfig, link: LinkRef) -> Result<JoinHandl
     let target = config.connect.clone();
     match &config.listen {
         Endpoint::Tcp(addr) => {
-            let listener = TcpListener::bind(addr)
+            let listener = crate::listen_tcp(*addr)
                 .await
                 .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             tracing::info!(listen = %addr, connect = %target, "local forward listening");

@@ -181,9 +181,12 @@ pub struct EchoServer {
 
 impl EchoServer {
     pub async fn start() -> EchoServer {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
+        // A backlog of 1024, not tokio's 128: tests open hundreds of connections at once.
+        let socket = tokio::net::TcpSocket::new_v4().expect("echo server socket");
+        socket
+            .bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .expect("bind echo server");
+        let listener = socket.listen(1024).expect("echo server listen");
         let port = listener.local_addr().expect("echo server address").port();
         let accepted = std::sync::Arc::new(AtomicU64::new(0));
         let count = accepted.clone();
