@@ -764,9 +764,9 @@ fn expect(
 /// Returns `n` consumed bytes to the peer's window once half the window, or
 /// [`MAX_ADJUST_STEP`], of them have gathered, so adjusts are few and the pipe stays full.
 /// If the peer ran the window dry, or twice the window arrived within [`BUSY_PERIOD`], and
-/// the application then took everything, the window grows (at most to `max`, within the budget) by as much
-/// again. Dry windows alone are too rare a sign on a fast path: a 1 MiB window that never
-/// ran dry still cost 5% of a forward between two sshvpnd.
+/// the application then took everything, the window grows by as much again (at most to
+/// `max`, within the budget). Dry windows alone are too rare a sign on a fast path: a 1 MiB
+/// window that never ran dry still cost 5% of a forward between two sshvpnd.
 fn return_window(ch: &mut Channel, n: usize, budget: &mut Budget, max: u32, tx: &mut Tx) {
     let n = u32::try_from(n).unwrap_or(u32::MAX);
     ch.unacked = ch.unacked.saturating_add(n);
