@@ -55,10 +55,10 @@ pub const BUSY_PERIOD: std::time::Duration = std::time::Duration::from_secs(1);
 ///
 /// Receive windows adapt: a channel starts at `initial_window`, and each time its peer runs
 /// the window dry, or twice its window arrives within [`BUSY_PERIOD`], while the application
-/// keeps up (the window, not the reader, holds the peer back) it doubles, up to `window`, as long as the
-/// connection's windows together stay within `window_budget`. A quiet channel, or one whose
-/// reader is slow, stays small, so a thousand idle SOCKS connections do not each promise a
-/// fast link's worth of memory.
+/// keeps up (the window, not the reader, holds the peer back) it doubles, up to `window`, as
+/// long as the connection's windows together stay within `window_budget`. A quiet channel, or
+/// one whose reader is slow, stays small, so a thousand idle SOCKS connections do not each
+/// promise a fast link's worth of memory.
 #[derive(Debug, Clone)]
 pub struct ChannelConfig {
     /// Largest window one channel grows to: enough for one channel to fill a fast, distant
