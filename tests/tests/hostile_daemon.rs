@@ -103,6 +103,43 @@ fn link_body(port: u16, key: &KeyPair, socks: u16) -> String {
     )
 }
 
+/// An sshvpnd server, a client daemon whose link "site" to it is up with a SOCKS port, and an
+/// echo server to reach through it.
+struct SocksLink {
+    server: Daemon,
+    client: Daemon,
+    echo: EchoServer,
+    socks: SocketAddr,
+}
+
+/// Starts a [`SocksLink`]; `server_env` and `client_env` are extra environment variables for
+/// each daemon.
+async fn socks_link(
+    dir: &TestDir,
+    server_env: &[(&str, &std::path::Path)],
+    client_env: &[(&str, &std::path::Path)],
+) -> SocksLink {
+    let port = free_port();
+    let (body, key) = server_body(dir, port, "").await;
+    let server = Daemon::start_env(dir, "server", &body, server_env).await;
+    let echo = EchoServer::start().await;
+    let socks_port = free_port();
+    let client = Daemon::start_env(
+        dir,
+        "client",
+        &link_body(port, &key, socks_port),
+        client_env,
+    )
+    .await;
+    client.wait_link("site", "up", UP).await;
+    SocksLink {
+        server,
+        client,
+        echo,
+        socks: loopback(socks_port),
+    }
+}
+
 /// What a user does: start a client daemon with a link to `port`, wait for it, and push 1 MiB
 /// through its SOCKS port to `echo`. Returns the daemon, the time all of that took and the
 /// SOCKS address.
@@ -577,14 +614,12 @@ async fn ten_thousand_socks_connections_leave_no_descriptors_or_memory_behind() 
     /// RSS after the run may exceed the warm baseline by at most this much.
     const RSS_MARGIN_KIB: u64 = 8 * 1024;
     let dir = TestDir::new();
-    let port = free_port();
-    let (body, key) = server_body(&dir, port, "").await;
-    let server = Daemon::start(&dir, "server", &body).await;
-    let echo = EchoServer::start().await;
-    let socks_port = free_port();
-    let client = Daemon::start(&dir, "client", &link_body(port, &key, socks_port)).await;
-    client.wait_link("site", "up", UP).await;
-    let socks = loopback(socks_port);
+    let SocksLink {
+        server,
+        client,
+        echo,
+        socks,
+    } = socks_link(&dir, &[], &[]).await;
     let (cpid, spid) = (client.pid(), server.pid());
     let (client_fds_start, server_fds_start) = (fd_count(cpid), fd_count(spid));
 
@@ -678,24 +713,16 @@ async fn bursts_of_a_thousand_socks_connections_return_memory_to_idle() {
     const MARGIN_KIB: u64 = 1536;
     sshvpn_tests::harness::raise_open_files_limit();
     let dir = TestDir::new();
-    let port = free_port();
-    let (body, key) = server_body(&dir, port, "").await;
-    let _server = Daemon::start(&dir, "server", &body).await;
-    let echo = EchoServer::start().await;
-    let socks_port = free_port();
-    // At the level a daemon runs at (info). The tests' usual debug level keeps a span per
-    // SOCKS connection, and the tracing registry keeps the slots of as many spans as were
-    // ever open at once for reuse: a few hundred KiB of live data scattered over the pages
-    // the burst used, which then cannot be returned.
-    let client = Daemon::start_env(
-        &dir,
-        "client",
-        &link_body(port, &key, socks_port),
-        &[("RUST_LOG", std::path::Path::new("info"))],
-    )
-    .await;
-    client.wait_link("site", "up", UP).await;
-    let socks = loopback(socks_port);
+    // The client at the level a daemon runs at (info). The tests' usual debug level keeps a
+    // span per SOCKS connection, and the tracing registry keeps the slots of as many spans as
+    // were ever open at once for reuse: a few hundred KiB of live data scattered over the
+    // pages the burst used, which then cannot be returned.
+    let SocksLink {
+        server: _server,
+        client,
+        echo,
+        socks,
+    } = socks_link(&dir, &[], &[("RUST_LOG", std::path::Path::new("info"))]).await;
     let cpid = client.pid();
     // One connection first, so that what is built once on first use is in the baseline; then
     // let the daemon give back what it freed (it checks once a second).
@@ -738,17 +765,15 @@ async fn a_bulk_transfer_leaves_no_memory_behind_once_the_link_is_quiet() {
     /// Anonymous RSS once the link is quiet may exceed the idle figure by at most this much.
     const MARGIN_KIB: u64 = 1024;
     let dir = TestDir::new();
-    let port = free_port();
-    let (body, key) = server_body(&dir, port, "").await;
     let info = [("RUST_LOG", std::path::Path::new("info"))];
-    let server = Daemon::start_env(&dir, "server", &body, &info).await;
-    let echo = EchoServer::start().await;
-    let socks_port = free_port();
     // Once the link has been quiet for 10 s (proto's QUIET_AFTER; checked again 10 s later
     // if the transfer was still going), both ends give their buffers back.
-    let client = Daemon::start_env(&dir, "client", &link_body(port, &key, socks_port), &info).await;
-    client.wait_link("site", "up", UP).await;
-    let socks = loopback(socks_port);
+    let SocksLink {
+        server,
+        client,
+        echo,
+        socks,
+    } = socks_link(&dir, &info, &info).await;
     let pids = [("client", client.pid()), ("server", server.pid())];
     // A small transfer first, so that what is built once on first use is in the baseline.
     let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
@@ -834,16 +859,14 @@ async fn channels_nobody_reads_hold_the_server_to_its_window_budget() {
     const LIMIT_KIB: u64 = 2 * BUDGET_KIB + 64 * 1024;
     const CHANNELS: usize = 128;
     let dir = TestDir::new();
-    let port = free_port();
-    let (body, key) = server_body(&dir, port, "").await;
     let info = [("RUST_LOG", std::path::Path::new("info"))];
-    let server = Daemon::start_env(&dir, "server", &body, &info).await;
-    let echo = EchoServer::start().await;
+    let SocksLink {
+        server,
+        client: _client,
+        echo,
+        socks,
+    } = socks_link(&dir, &info, &info).await;
     let (stalled, _service) = stalled_service().await;
-    let socks_port = free_port();
-    let client = Daemon::start_env(&dir, "client", &link_body(port, &key, socks_port), &info).await;
-    client.wait_link("site", "up", UP).await;
-    let socks = loopback(socks_port);
     let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
     transfer_echo_on(s, 64 * 1024, Duration::from_secs(10))
         .await
@@ -895,13 +918,12 @@ async fn a_burst_of_connections_waits_for_a_busy_daemon_instead_of_being_dropped
     // the rest retrying SYNs at 1 s, 3 s, 7 s …), and once the daemon runs they are served.
     const BURST: usize = 600;
     let dir = TestDir::new();
-    let port = free_port();
-    let (body, key) = server_body(&dir, port, "").await;
-    let _server = Daemon::start(&dir, "server", &body).await;
-    let echo = EchoServer::start().await;
-    let socks_port = free_port();
-    let client = Daemon::start(&dir, "client", &link_body(port, &key, socks_port)).await;
-    client.wait_link("site", "up", UP).await;
+    let SocksLink {
+        server: _server,
+        client,
+        echo,
+        socks,
+    } = socks_link(&dir, &[], &[]).await;
     let signal = |sig: &str| {
         let ok = std::process::Command::new("kill")
             .args([sig, &client.pid().to_string()])
@@ -914,7 +936,7 @@ async fn a_burst_of_connections_waits_for_a_busy_daemon_instead_of_being_dropped
         .map(|_| {
             tokio::spawn(tokio::time::timeout(
                 Duration::from_secs(2),
-                tokio::net::TcpStream::connect(loopback(socks_port)),
+                tokio::net::TcpStream::connect(socks),
             ))
         })
         .collect();
@@ -932,9 +954,7 @@ async fn a_burst_of_connections_waits_for_a_busy_daemon_instead_of_being_dropped
     );
     drop(queued);
     // The daemon serves the next ones as usual.
-    let s = socks5_connect(loopback(socks_port), "127.0.0.1", echo.port)
-        .await
-        .unwrap();
+    let s = socks5_connect(socks, "127.0.0.1", echo.port).await.unwrap();
     transfer_echo_on(s, 64 * 1024, Duration::from_secs(10))
         .await
         .unwrap();
