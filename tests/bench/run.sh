@@ -3,7 +3,9 @@
 # joined by a veth pair (client "C", server "S"). Prints one markdown table of medians and the
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
 #   ROUNDS=5 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
-# PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv lat ref first mem many.
+# PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv wan lat ref first mem many.
+# Part "wan" runs forwards over a second path with WAN_MS of delay each way (default 20: a 40 ms
+# round trip), through a router namespace whose wire is `netprobe delay`.
 # BASELINE=/path/to/an/other/sshvpnd adds that build to part "lat" (a link to sshd and one to
 # a server of its own), pinged in the same turns: an A/B of two builds, with OpenSSH alongside.
 set -euo pipefail
@@ -12,7 +14,8 @@ ROUNDS=${ROUNDS:-5}
 SECS=${SECS:-5}
 CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
 CLIENTS=${CLIENTS:-500}
-PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv lat ref first mem many} "
+PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv wan lat ref first mem many} "
+WAN_MS=${WAN_MS:-20}
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -21,9 +24,9 @@ BASELINE=${BASELINE:-}
 cargo build --release -q -p sshvpnd -p sshvpnctl -p sshvpn-tests --bins
 bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/sshvpn-bench.XXXXXX)
-C=svbc$$; S=svbs$$
+C=svbc$$; S=svbs$$; M=svbm$$
 cleanup() {
-  for ns in $C $S; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del $ns 2>/dev/null || true; done
+  for ns in $C $S $M; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del $ns 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -34,6 +37,25 @@ ip link add bvc$$ netns $C type veth peer name bvs$$ netns $S
 ip -n $C addr add 10.210.0.1/24 dev bvc$$; ip -n $S addr add 10.210.0.2/24 dev bvs$$
 for ns in $C $S; do ip -n $ns link set lo up; done
 ip -n $C link set bvc$$ up; ip -n $S link set bvs$$ up
+# Part "wan": C 10.211.0.1 — router M — S 10.211.1.2. M routes what it forwards into its TUN
+# device "dly"; netprobe delay writes each packet back WAN_MS later, and M sends it on by its
+# main table. Jumbo frames, so that the delay box's per-packet work is not what limits.
+if want wan; then
+  ip netns add $M; ip -n $M link set lo up
+  ip link add wc$$ netns $C mtu 9000 type veth peer name wmc$$ netns $M mtu 9000
+  ip link add ws$$ netns $S mtu 9000 type veth peer name wms$$ netns $M mtu 9000
+  ip -n $C addr add 10.211.0.1/24 dev wc$$; ip -n $M addr add 10.211.0.254/24 dev wmc$$
+  ip -n $S addr add 10.211.1.2/24 dev ws$$; ip -n $M addr add 10.211.1.254/24 dev wms$$
+  ip -n $C link set wc$$ up; ip -n $S link set ws$$ up; ip -n $M link set wmc$$ up; ip -n $M link set wms$$ up
+  ip -n $C route add 10.211.1.0/24 via 10.211.0.254; ip -n $S route add 10.211.0.0/24 via 10.211.1.254
+  ip netns exec $M sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0
+  ip netns exec $M "$bin/netprobe" delay dly 9000 "$WAN_MS" 0 > "$work/delay.out" 2>&1 &
+  for _ in $(seq 100); do grep -q ready "$work/delay.out" && break; sleep 0.05; done
+  grep -q ready "$work/delay.out" || { echo "bench: the delay box did not start: $(cat "$work/delay.out")" >&2; exit 1; }
+  ip -n $M link set dly up; ip netns exec $M sysctl -qw net.ipv4.conf.dly.rp_filter=0
+  ip -n $M route add default dev dly table 100
+  ip -n $M rule add iif wmc$$ lookup 100 pref 100; ip -n $M rule add iif wms$$ lookup 100 pref 101
+fi
 
 ssh-keygen -q -t ed25519 -N '' -f "$work/host" ; ssh-keygen -q -t ed25519 -N '' -f "$work/user"
 cp "$work/user.pub" "$work/authorized_keys"
@@ -52,6 +74,7 @@ PermitRootLogin prohibit-password
 PermitTunnel point-to-point
 MaxStartups 2000
 MaxSessions 2000
+$(want wan && echo "ListenAddress 10.211.1.2")
 CFG
 inS /usr/sbin/sshd -D -e -f "$work/sshd_config" 2>"$work/sshd.log" &
 cat > "$work/server.toml" <<CFG
@@ -59,7 +82,7 @@ cat > "$work/server.toml" <<CFG
 control_socket = "$work/server.sock"
 state_dir = "$work/server-state"
 [server]
-listen = ["10.210.0.2:2222"]
+listen = ["10.210.0.2:2222"$(want wan && echo ', "10.211.1.2:2222"')]
 host_keys = ["$work/host"]
 authorized_keys = "$work/authorized_keys"
 tun_pool = "10.78.0.0/24"
@@ -78,14 +101,15 @@ inS "$bin/netprobe" echo-forever 0.0.0.0:5401 >/dev/null &
 inS "$bin/netprobe" relay 10.210.0.2:6031 127.0.0.1:5201 >/dev/null &
 inC "$bin/netprobe" relay 127.0.0.1:6030 10.210.0.2:6031 >/dev/null &
 echo "10.210.0.2 $(cut -d' ' -f1,2 "$work/host.pub")" > "$work/known_hosts"
-for port in 2222 2223; do echo "[10.210.0.2]:$port $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"; done
+echo "10.211.1.2 $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"
+for host in 10.210.0.2 10.211.1.2; do for port in 2222 2223; do echo "[$host]:$port $(cut -d' ' -f1,2 "$work/host.pub")" >> "$work/known_hosts"; done; done
 sleep 1
 
 SSH=(ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$work/known_hosts" -o IdentitiesOnly=yes -i "$work/user")
 # Listening, checked without connecting (a probe through a forward would upset iperf3 -s).
 wait_port() { for _ in $(seq 200); do inC ss -Hltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.05; done; echo "bench: port $1 never opened" >&2; return 1; }
 # Gbit/s received, or "nan" (a failed run must not end the benchmark).
-iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g 2>/dev/null | awk '/receiver/ {print $7}' || true); echo "${v:-nan}"; }
+iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g ${3:-} 2>/dev/null | awk '/receiver/ {print $7}' || true); echo "${v:-nan}"; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 # Median RTT (ms) of the pings in a ping(8) log: one slow first packet must not decide it.
 rtt_of() { sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "$1" | median; }
@@ -184,6 +208,23 @@ for cipher in $CIPHERS; do
       client_cfg tunv "$cipher" 2222 $'[link.tun]\nmtu = 1500'
       start_vpnd tunv
       R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
+    fi
+    # Forwards over the WAN path: each direction, through ssh -L, an sshvpnd link to sshd and
+    # one to the sshvpnd server. The receiving end's channel window sets the pace here: sshd's
+    # and ssh's are 2 MiB, sshvpnd's grows to 16 MiB. Both kernels may buffer 32 MiB per
+    # socket (the default send maximum, 4 MiB, would cap even plain TCP at about 0.7 Gbit/s).
+    if want wan; then
+      wmem=$(inC sysctl -n net.ipv4.tcp_wmem); rmem=$(inC sysctl -n net.ipv4.tcp_rmem)
+      for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="4096 16384 33554432" net.ipv4.tcp_rmem="4096 131072 33554432"; done
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6041:10.210.0.2:5201 root@10.211.1.2 & P=$!; wait_port 6041
+      R[wanup_ossh_$short]+="$(iperf 127.0.0.1 6041) "; R[wandown_ossh_$short]+="$(iperf 127.0.0.1 6041 -R) "; stop $P
+      client_cfg wan "$cipher" 22 $'[[link.forward]]\nlisten = "127.0.0.1:6042"\nconnect = "10.210.0.2:5201"'
+      sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wan.toml"; start_vpnd wan
+      R[wanup_vpnd_$short]+="$(iperf 127.0.0.1 6042) "; R[wandown_vpnd_$short]+="$(iperf 127.0.0.1 6042 -R) "; stop $VPND
+      client_cfg wanv "$cipher" 2222 $'[[link.forward]]\nlisten = "127.0.0.1:6043"\nconnect = "10.210.0.2:5201"'
+      sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wanv.toml"; start_vpnd wanv
+      R[wanupv_vpnd_$short]+="$(iperf 127.0.0.1 6043) "; R[wandownv_vpnd_$short]+="$(iperf 127.0.0.1 6043 -R) "; stop $VPND
+      for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="$wmem" net.ipv4.tcp_rmem="$rmem"; done
     fi
     # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once
     # and pinged in turn (ping_all): once fresh, and once more right after each tunnel
@@ -312,6 +353,11 @@ for cipher in $CIPHERS; do
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
+  rtt=$((2 * WAN_MS))
+  row "forward over a $rtt ms round trip, upload: sshvpnd → sshd vs ssh -L ($s)" "${R[wanup_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $rtt ms round trip, download: sshvpnd → sshd vs ssh -L ($s)" "${R[wandown_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $rtt ms round trip, upload: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wanupv_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $rtt ms round trip, download: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wandownv_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
   row "added latency through a tunnel to sshd: ping RTT minus bare veth ($s; bare veth $(echo ${R[lat_veth]:-} | tr ' ' '\n' | median) ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "added latency to sshd right after a bulk transfer ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"

@@ -26,6 +26,11 @@
 //!   netprobe relay LISTEN CONNECT           carry each TCP connection on LISTEN to CONNECT as it
 //!                                           is (no SSH, no cipher): the benchmark's reference for
 //!                                           what any user-space relay costs here
+//!   netprobe delay DEV MTU MS LOSS           a wide-area path, for a router namespace: create TUN
+//!                                           device DEV, and write every packet read from it back
+//!                                           into it MS milliseconds later, dropping LOSS percent
+//!                                           at random (tc netem's delay and loss, which this
+//!                                           kernel lacks); print "ready", run until killed
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -265,9 +270,15 @@ fn main() {
                 std::thread::spawn(move || relay_copy(b2, a2));
             }
         }
+        ["delay", dev, mtu, ms, loss] => delay(
+            dev,
+            mtu.parse().expect("mtu"),
+            Duration::from_secs_f64(ms.parse::<f64>().expect("ms") / 1000.0),
+            loss.parse().expect("loss percent"),
+        ),
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check|relay …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check|relay|delay …"
             );
             std::process::exit(2);
         }
@@ -284,6 +295,50 @@ fn relay_copy(mut from: TcpStream, mut to: TcpStream) {
         }
     }
     let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+/// `delay`: a router's wire with a fixed one-way delay. Packets the namespace routes into the
+/// TUN device come back out of it `delay` later, in order; the router's policy rules send
+/// them on from there. A reader thread stamps each packet and drops `loss_percent` of them;
+/// a writer thread waits for each one's time. Up to 65,536 packets wait at once (a router's
+/// buffer: past that, new packets are dropped).
+fn delay(dev: &str, mtu: u16, delay: Duration, loss_percent: f64) {
+    let device = tun_rs::DeviceBuilder::new()
+        .name(dev)
+        .mtu(mtu)
+        .packet_information(false)
+        .build_sync()
+        .expect("create the TUN device");
+    let device = std::sync::Arc::new(device);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(Instant, Vec<u8>)>(65_536);
+    let writer = device.clone();
+    std::thread::spawn(move || {
+        for (due, packet) in rx {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            let _ = writer.send(&packet);
+        }
+    });
+    println!("ready");
+    let drop_below = (loss_percent / 100.0 * u64::MAX as f64) as u64;
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x9E37_79B9_7F4A_7C15, |d| d.as_nanos() as u64)
+        | 1;
+    let mut buf = vec![0u8; usize::from(mtu) + 64];
+    loop {
+        let n = device.recv(&mut buf).expect("read from the TUN device");
+        // xorshift64: enough to pick packets to drop.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        if state < drop_below {
+            continue;
+        }
+        let _ = tx.try_send((Instant::now() + delay, buf[..n].to_vec()));
+    }
 }
 
 /// The byte at `offset` of the pattern `send` and `echo-check` write.
