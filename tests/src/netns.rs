@@ -219,3 +219,81 @@ pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) -> (String
     b.ip(&["link", "set", &ib, "up"]);
     (ia, ib)
 }
+
+/// A router namespace between two hosts whose wire delays and drops packets as a wide-area
+/// path does: `netprobe delay` (tc netem's delay and loss in user space; this machine's kernel
+/// has no sch_netem). Dropping it removes the router and the delay box with it.
+#[derive(Debug)]
+pub struct DelayRouter {
+    pub ns: Netns,
+    /// The hosts' ends of their veths to the router.
+    pub a_if: String,
+    pub b_if: String,
+    _delay: tokio::process::Child,
+}
+
+/// Joins `a` and `b` through a [`DelayRouter`]: `a` gets `a_addr` and `b` gets `b_addr`, each
+/// a host in its own /24 (for example "10.209.0.1/24"), where the router is .254 and each host's
+/// route to the other /24. Every packet the router forwards waits `one_way` and is dropped
+/// with probability `loss_percent` / 100, both ways. `log` receives the delay box's output.
+pub fn join_through_delay(
+    a: &Netns,
+    a_addr: &str,
+    b: &Netns,
+    b_addr: &str,
+    one_way: Duration,
+    loss_percent: f64,
+    log: &Path,
+) -> DelayRouter {
+    // "10.209.0.1/24" → ("10.209.0.0/24", "10.209.0.254")
+    let split = |cidr: &str| {
+        let host = cidr.split('/').next().unwrap_or(cidr);
+        let net = host.rsplit_once('.').map_or(host, |(net, _)| net);
+        (format!("{net}.0/24"), format!("{net}.254"))
+    };
+    let ((a_net, a_gw), (b_net, b_gw)) = (split(a_addr), split(b_addr));
+    let ns = Netns::new("rtr");
+    let (a_if, ra) = veth(a, &[a_addr], &ns, &[&format!("{a_gw}/24")]);
+    let (rb, b_if) = veth(&ns, &[&format!("{b_gw}/24")], b, &[b_addr]);
+    a.ip(&["route", "add", &b_net, "via", &a_gw]);
+    b.ip(&["route", "add", &a_net, "via", &b_gw]);
+    for (key, value) in [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.rp_filter", "0"),
+        ("net.ipv4.conf.default.rp_filter", "0"),
+    ] {
+        ns.sysctl(key, value);
+    }
+    let ms = format!("{}", one_way.as_secs_f64() * 1000.0);
+    let loss = format!("{loss_percent}");
+    let delay = ns.spawn(
+        &crate::daemon::binary("netprobe"),
+        &["delay", "dly", "1500", &ms, &loss],
+        log,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "netprobe delay did not start: {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // What the router forwards goes into the delay box (table 100); what comes back out of it
+    // goes on by the main table.
+    ns.ip(&["link", "set", "dly", "up"]);
+    ns.sysctl("net.ipv4.conf.dly.rp_filter", "0");
+    ns.ip(&["route", "add", "default", "dev", "dly", "table", "100"]);
+    ns.ip(&["rule", "add", "iif", &ra, "lookup", "100", "pref", "100"]);
+    ns.ip(&["rule", "add", "iif", &rb, "lookup", "100", "pref", "101"]);
+    DelayRouter {
+        ns,
+        a_if,
+        b_if,
+        _delay: delay,
+    }
+}

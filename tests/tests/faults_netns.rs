@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use sshvpn_proto::control::LinkInfo;
 use sshvpn_tests::daemon::{Daemon, binary};
 use sshvpn_tests::harness::{KeyPair, TestDir, require};
-use sshvpn_tests::netns::{Netns, require_netns, veth};
+use sshvpn_tests::netns::{DelayRouter, Netns, join_through_delay, require_netns, veth};
 
 /// How long a link may take to come up (or back).
 const UP: Duration = Duration::from_secs(20);
@@ -40,12 +40,13 @@ const KEEPALIVE: &str =
     "keepalive = \"1s\"\nkeepalive_max = 2\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n";
 const DEAD_AFTER: Duration = Duration::from_secs(2);
 
-/// A client namespace and a server namespace joined by one veth pair.
+/// A client namespace and a server namespace joined by one veth pair, or through a router.
 struct Net {
     cli: Netns,
     srv: Netns,
     cli_if: String,
     srv_if: String,
+    _router: Option<DelayRouter>,
 }
 
 fn net() -> Net {
@@ -57,6 +58,7 @@ fn net() -> Net {
         srv,
         cli_if,
         srv_if,
+        _router: None,
     }
 }
 
@@ -87,8 +89,35 @@ struct Site {
 }
 
 async fn site() -> Site {
-    let net = net();
+    site_on(net(), TestDir::new()).await
+}
+
+/// A site whose client (10.209.0.1) reaches the server through a [`DelayRouter`]: `one_way`
+/// of delay each way, `loss_percent` of the packets dropped.
+async fn site_through_delay(one_way: Duration, loss_percent: f64) -> Site {
+    require_netns();
     let dir = TestDir::new();
+    let (cli, srv) = (Netns::new("fcli"), Netns::new("fsrv"));
+    let router = join_through_delay(
+        &cli,
+        "10.209.0.1/24",
+        &srv,
+        &format!("{SERVER}/24"),
+        one_way,
+        loss_percent,
+        &dir.path().join("delay.log"),
+    );
+    let net = Net {
+        cli,
+        srv,
+        cli_if: router.a_if.clone(),
+        srv_if: router.b_if.clone(),
+        _router: Some(router),
+    };
+    site_on(net, dir).await
+}
+
+async fn site_on(net: Net, dir: TestDir) -> Site {
     let key = dir.keygen("client").await;
     let echo = spawn_probe(&net.srv, &dir, "echo", &["echo-forever", ECHO]).await;
     Site {
@@ -459,7 +488,9 @@ async fn rtt_reaches(client: &Daemon, at_least_ms: f64) -> f64 {
 /// (CONFIG_NET_SCH_NETEM is not set, and modules cannot be loaded), so `tc … netem` fails here
 /// whatever the daemon does. Run it where netem exists with
 /// `cargo nextest run -p sshvpn-tests --test faults_netns --run-ignored all`; without netem it
-/// fails naming the module. `a_slow_saturated_wire_keeps_the_link_up` (tbf) covers a slow path.
+/// fails naming the module. Here, `a_delayed_lossy_path_keeps_the_link_up_and_the_bytes_intact`
+/// makes delay and loss in user space, and `a_slow_saturated_wire_keeps_the_link_up` (tbf) a
+/// slow path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the sch_netem kernel module (CONFIG_NET_SCH_NETEM), absent from this machine's kernel"]
 async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
@@ -495,6 +526,29 @@ async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
     let took = bulk_transfer_survives(&s, &client, bytes, 150).await;
     println!(
         "netem: RTT {idle_rtt:.2} ms idle → {slow_rtt:.1} ms with delay 40±10 ms + 10 ms, 3% loss; {bytes} bytes intact in {took:.1?} ({:.2} MB/s)",
+        bytes as f64 / took.as_secs_f64() / 1e6
+    );
+}
+
+/// Delay and loss as on a wide-area path, which the netem test above cannot make here: the
+/// client reaches the server through a router whose wire is `netprobe delay` (25 ms each
+/// way, 1% of packets dropped, both ways). The link comes up, its keepalives measure the
+/// round trip, and 16 MiB go through a forward intact without a reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_lossy_path_keeps_the_link_up_and_the_bytes_intact() {
+    let s = site_through_delay(Duration::from_millis(25), 1.0).await;
+    let (_server, known) = start_server(&s, "server", 2222).await;
+    let client = bulk_client(
+        &s,
+        &known,
+        "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
+    )
+    .await;
+    let rtt = rtt_reaches(&client, 50.0).await;
+    let bytes = 16 << 20;
+    let took = bulk_transfer_survives(&s, &client, bytes, 120).await;
+    println!(
+        "delay box: RTT {rtt:.1} ms with 25 ms each way and 1% loss; {bytes} bytes intact in {took:.1?} ({:.2} MB/s)",
         bytes as f64 / took.as_secs_f64() / 1e6
     );
 }
