@@ -210,7 +210,7 @@ for cipher in $CIPHERS; do
       R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
     fi
     # Forwards over the WAN path: each direction, through ssh -L, an sshvpnd link to sshd and
-    # one to the sshvpnd server. The receiving end's channel window sets the pace here: sshd's
+    # one to the sshvpnd server; then TUN, ssh -w against sshvpnd↔sshvpnd. The receiving end's channel window sets the pace here: sshd's
     # and ssh's are 2 MiB, sshvpnd's grows to 16 MiB. Both kernels may buffer 32 MiB per
     # socket (the default send maximum, 4 MiB, would cap even plain TCP at about 0.7 Gbit/s).
     if want wan; then
@@ -224,6 +224,14 @@ for cipher in $CIPHERS; do
       client_cfg wanv "$cipher" 2222 $'[[link.forward]]\nlisten = "127.0.0.1:6043"\nconnect = "10.210.0.2:5201"'
       sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wanv.toml"; start_vpnd wanv
       R[wanupv_vpnd_$short]+="$(iperf 127.0.0.1 6043) "; R[wandownv_vpnd_$short]+="$(iperf 127.0.0.1 6043 -R) "; stop $VPND
+      # TUN over the same path: ssh -w to sshd, and sshvpnd↔sshvpnd.
+      ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.211.1.2 & P=$!
+      for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
+      ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
+      R[wantun_ossh_$short]+="$(iperf 10.79.0.1) "; stop $P
+      client_cfg wantun "$cipher" 2222 $'[link.tun]\nmtu = 1500'
+      sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wantun.toml"; start_vpnd wantun
+      R[wantunv_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
       for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="$wmem" net.ipv4.tcp_rmem="$rmem"; done
     fi
     # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once
@@ -354,6 +362,7 @@ for cipher in $CIPHERS; do
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   rtt=$((2 * WAN_MS))
+  row "TUN over a $rtt ms round trip: sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[wantunv_vpnd_$s]:-}" "${R[wantun_ossh_$s]:-}" "Gbit/s"
   row "forward over a $rtt ms round trip, upload: sshvpnd → sshd vs ssh -L ($s)" "${R[wanup_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
   row "forward over a $rtt ms round trip, download: sshvpnd → sshd vs ssh -L ($s)" "${R[wandown_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
   row "forward over a $rtt ms round trip, upload: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wanupv_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
