@@ -82,6 +82,46 @@ fn quickack(socket: &TcpStream) {
     }
 }
 
+/// The most the kernel may hold of what we send on the SSH connection, sent and not yet
+/// acknowledged or not yet sent (the kernel counts twice what is asked). Linux tunes a
+/// socket's send buffer by itself, but only up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by
+/// default: over a 40 ms path that caps any TCP connection at about 0.7 Gbit/s, below what
+/// our channel windows allow (BENCHMARKS.md, thirteenth measurement).
+const SEND_BUFFER: libc::c_int = 16 << 20;
+/// How much of that may wait unsent: the rest is data in flight. Without this, a fixed send
+/// buffer on a slow path would queue up to its size ahead of every keepalive and keystroke.
+const NOT_SENT_LOW_WATER: libc::c_int = 1 << 20;
+
+/// Lets the SSH connection's send buffer grow to what a long, fast path needs
+/// ([`SEND_BUFFER`]) while keeping what waits unsent small ([`NOT_SENT_LOW_WATER`]). Needs
+/// CAP_NET_ADMIN (SO_SNDBUFFORCE); without it the kernel's own tuning stays as it is.
+fn widen_send_buffer(socket: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let set = |level, name, value: libc::c_int| {
+        #[allow(unsafe_code)] // No safe binding for these options in std or tokio.
+        // SAFETY: a valid socket descriptor, and a pointer and length describing a live c_int.
+        let r = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        r == 0
+    };
+    if set(
+        libc::IPPROTO_TCP,
+        libc::TCP_NOTSENT_LOWAT,
+        NOT_SENT_LOW_WATER,
+    ) && !set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SEND_BUFFER)
+    {
+        // Without the wider buffer, the low-water mark would only cost wake-ups.
+        set(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, i32::MAX);
+    }
+}
+
 /// Reads what the socket holds into `buf`. A read that does not fill `buf` has emptied the
 /// socket's receive queue (a TCP read takes all there is, up to the buffer's size), so the
 /// socket is marked not ready at once: the driver then hands on what it read (to a TUN
@@ -461,6 +501,7 @@ struct Driver {
 impl Driver {
     async fn run(mut self, socket: TcpStream) -> Result<(), Error> {
         let _ = socket.set_nodelay(true);
+        widen_send_buffer(&socket);
         let (rd, mut wr) = socket.into_split();
         // The timer and the wait for room are kept from one turn to the next, set again only
         // when the deadline moves or after they fire: a turn per packet does not re-register

@@ -141,3 +141,26 @@ async fn a_sink_never_overtakes_data_the_reader_has_not_finished_with() {
         "the sink took frames while the reader was idle"
     );
 }
+
+/// The SSH connection's send buffer is widened past the kernel's 4 MiB tuning limit, which
+/// would cap a 40 ms path at about 0.7 Gbit/s (BENCHMARKS.md, thirteenth measurement). That
+/// needs CAP_NET_ADMIN: the tests run as root, as the daemon does.
+#[tokio::test]
+async fn the_ssh_socket_may_hold_what_a_long_fast_path_needs() {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    assert!(
+        root,
+        "this test needs root (CAP_NET_ADMIN for SO_SNDBUFFORCE), as CI runs it"
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let socket = TcpStream::connect(listener.local_addr().expect("address"))
+        .await
+        .expect("connect");
+    widen_send_buffer(&socket);
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into_std().expect("std socket"));
+    let size = socket.send_buffer_size().expect("SO_SNDBUF");
+    // The kernel reports twice what was asked, its own overhead included.
+    assert!(size >= 2 * SEND_BUFFER as u32, "SO_SNDBUF is {size}");
+}
