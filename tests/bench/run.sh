@@ -5,7 +5,9 @@
 #   ROUNDS=5 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
 # PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv wan lat ref first mem many.
 # Part "wan" runs forwards over a second path with WAN_MS of delay each way (default 20: a 40 ms
-# round trip), through a router namespace whose wire is `netprobe delay`.
+# round trip), through a router namespace whose wire is `netprobe delay`, with the kernel's
+# socket buffer limits as they are; WAN_SOCKET_MAX=33554432 raises the most TCP may buffer per
+# socket (tcp_rmem, tcp_wmem) to that in both hosts, as one tunes a host for long fast paths.
 # BASELINE=/path/to/an/other/sshvpnd adds that build to part "lat" (a link to sshd and one to
 # a server of its own), pinged in the same turns: an A/B of two builds, with OpenSSH alongside.
 set -euo pipefail
@@ -16,6 +18,7 @@ CIPHERS=${CIPHERS:-"aes256-gcm@openssh.com chacha20-poly1305@openssh.com"}
 CLIENTS=${CLIENTS:-500}
 PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv wan lat ref first mem many} "
 WAN_MS=${WAN_MS:-20}
+WAN_SOCKET_MAX=${WAN_SOCKET_MAX:-}
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -210,12 +213,15 @@ for cipher in $CIPHERS; do
       R[tunvpnd_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
     fi
     # Forwards over the WAN path: each direction, through ssh -L, an sshvpnd link to sshd and
-    # one to the sshvpnd server; then TUN, ssh -w against sshvpnd↔sshvpnd. The receiving end's channel window sets the pace here: sshd's
-    # and ssh's are 2 MiB, sshvpnd's grows to 16 MiB. Both kernels may buffer 32 MiB per
-    # socket (the default send maximum, 4 MiB, would cap even plain TCP at about 0.7 Gbit/s).
+    # one to the sshvpnd server; then TUN, ssh -w against sshvpnd↔sshvpnd. What sets the pace
+    # here is how much may be in flight: the receiver's channel window (2 MiB for sshd and ssh,
+    # up to 16 MiB for sshvpnd) and the TCP send buffer (the kernel tunes it up to tcp_wmem's
+    # maximum, 4 MiB by default; sshvpnd sets its own, and see WAN_SOCKET_MAX).
     if want wan; then
       wmem=$(inC sysctl -n net.ipv4.tcp_wmem); rmem=$(inC sysctl -n net.ipv4.tcp_rmem)
-      for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="4096 16384 33554432" net.ipv4.tcp_rmem="4096 131072 33554432"; done
+      if [ -n "$WAN_SOCKET_MAX" ]; then
+        for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="4096 16384 $WAN_SOCKET_MAX" net.ipv4.tcp_rmem="4096 131072 $WAN_SOCKET_MAX"; done
+      fi
       ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6041:10.210.0.2:5201 root@10.211.1.2 & P=$!; wait_port 6041
       R[wanup_ossh_$short]+="$(iperf 127.0.0.1 6041) "; R[wandown_ossh_$short]+="$(iperf 127.0.0.1 6041 -R) "; stop $P
       client_cfg wan "$cipher" 22 $'[[link.forward]]\nlisten = "127.0.0.1:6042"\nconnect = "10.210.0.2:5201"'
