@@ -4,7 +4,7 @@
 # ratio sshvpnd / OpenSSH per figure. Needs root, iperf3, ssh and sshd. See BENCHMARKS.md.
 #   ROUNDS=5 SECS=5 CIPHERS="aes256-gcm@openssh.com chacha20-poly1305@openssh.com" bash tests/bench/run.sh
 # PARTS picks the figures (default: all): fwd socks tunsshd fwdv tunv wan lat ref first mem many.
-# Part "wan" runs forwards over a second path with WAN_MS of delay each way (default 20: a 40 ms
+# Part "wan" runs forwards and TUN over a second path with WAN_MS of delay each way (default 20: a 40 ms
 # round trip), through a router namespace whose wire is `netprobe delay`, with the kernel's
 # socket buffer limits as they are; WAN_SOCKET_MAX=33554432 raises the most TCP may buffer per
 # socket (tcp_rmem, tcp_wmem) to that in both hosts, as one tunes a host for long fast paths.
@@ -94,7 +94,7 @@ max_startups_per_source = 2000
 CFG
 inS "$bin/sshvpnd" -c "$work/server.toml" 2>"$work/server.log" &
 if [ -n "$BASELINE" ]; then
-  sed -e "s/:2222/:2223/; s/10.78.0.0/10.77.0.0/; s/server\([.-]\)/baseline\1/g" "$work/server.toml" > "$work/baseline.toml"
+  sed -e "s/:2222/:2223/g; s/10.78.0.0/10.77.0.0/; s/server\([.-]\)/baseline\1/g" "$work/server.toml" > "$work/baseline.toml"
   inS "$BASELINE" -c "$work/baseline.toml" 2>"$work/baseline.log" &
 fi
 inS iperf3 -s -D -p 5201 >/dev/null
@@ -231,13 +231,17 @@ for cipher in $CIPHERS; do
       sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wanv.toml"; start_vpnd wanv
       R[wanupv_vpnd_$short]+="$(iperf 127.0.0.1 6043) "; R[wandownv_vpnd_$short]+="$(iperf 127.0.0.1 6043 -R) "; stop $VPND
       # TUN over the same path: ssh -w to sshd, and sshvpnd↔sshvpnd.
+      known=$(sshd_tuns)
       ip netns exec $C "${SSH[@]}" -c "$cipher" -N -w any:any -o Tunnel=point-to-point root@10.211.1.2 & P=$!
       for _ in $(seq 100); do t=$(ip -n $C -o link show | grep -o 'tun[0-9]*' | head -1 || true); [ -n "$t" ] && break; sleep 0.05; done
-      ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; sshd_tun
+      ip -n $C addr add 10.79.0.2/30 dev "$t"; ip -n $C link set "$t" up; new_sshd_tun "$known" 10.79.0.1/30
       R[wantun_ossh_$short]+="$(iperf 10.79.0.1) "; stop $P
       client_cfg wantun "$cipher" 2222 $'[link.tun]\nmtu = 1500'
       sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/wantun.toml"; start_vpnd wantun
       R[wantunv_vpnd_$short]+="$(iperf 10.78.0.1) "; stop $VPND
+      # The path's own ceiling: iperf3 straight over it (with the same socket limits), through
+      # the same delay box.
+      [ "$cipher" = "${CIPHERS%% *}" ] && R[ref_wan]+="$(iperf 10.211.1.2) "
       for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="$wmem" net.ipv4.tcp_rmem="$rmem"; done
     fi
     # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once
@@ -367,7 +371,7 @@ for cipher in $CIPHERS; do
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
-  rtt=$((2 * WAN_MS))
+  rtt=$(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}')
   row "TUN over a $rtt ms round trip: sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[wantunv_vpnd_$s]:-}" "${R[wantun_ossh_$s]:-}" "Gbit/s"
   row "forward over a $rtt ms round trip, upload: sshvpnd → sshd vs ssh -L ($s)" "${R[wanup_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
   row "forward over a $rtt ms round trip, download: sshvpnd → sshd vs ssh -L ($s)" "${R[wandown_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
@@ -394,5 +398,8 @@ row "Server CPU to accept them and open the channels" "${R[many_cpu_vpnd]:-}" "$
 echo
 if want ref; then
   echo "reference, no SSH: iperf3 over the bare veth $(echo ${R[ref_veth]} | tr ' ' '\n' | median) Gbit/s; through a plain TCP relay pair (netprobe relay, no cipher) $(echo ${R[ref_relay]} | tr ' ' '\n' | median) Gbit/s"
+fi
+if want wan; then
+  echo "reference, no SSH: iperf3 straight over the delayed path ($(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}') ms round trip${WAN_SOCKET_MAX:+, socket limits $WAN_SOCKET_MAX}) $(echo ${R[ref_wan]:-} | tr ' ' '\n' | median) Gbit/s"
 fi
 echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

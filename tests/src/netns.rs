@@ -236,6 +236,8 @@ pub struct DelayRouter {
 /// a host in its own /24 (for example "10.209.0.1/24"), where the router is .254 and each host's
 /// route to the other /24. Every packet the router forwards waits `one_way` and is dropped
 /// with probability `loss_percent` / 100, both ways. `log` receives the delay box's output.
+/// Call it within a tokio runtime (the delay box is a `tokio::process` child); it blocks the
+/// thread until the box is ready, at most 10 s.
 pub fn join_through_delay(
     a: &Netns,
     a_addr: &str,

@@ -90,11 +90,16 @@ fn quickack(socket: &TcpStream) {
 const SEND_BUFFER: libc::c_int = 16 << 20;
 /// How much of that may wait unsent: the rest is data in flight. Without this, a fixed send
 /// buffer on a slow path would queue up to its size ahead of every keepalive and keystroke.
+/// Measured under a bulk upload (`ss -tni`), the kernel's own tuning left 0.45-0.94 MB unsent
+/// on an 8 Mbit/s path and up to 0.85 MB on a lossy 50 ms one: this keeps to that. 256 KiB
+/// kept 0.3 MB unsent, but cost the lossy path 29% of its throughput (0.53 against 0.75
+/// Gbit/s): the driver does not always write again before so little runs out.
 const NOT_SENT_LOW_WATER: libc::c_int = 1 << 20;
 
 /// Lets the SSH connection's send buffer grow to what a long, fast path needs
 /// ([`SEND_BUFFER`]) while keeping what waits unsent small ([`NOT_SENT_LOW_WATER`]). Needs
-/// CAP_NET_ADMIN (SO_SNDBUFFORCE); without it the kernel's own tuning stays as it is.
+/// CAP_NET_ADMIN (SO_SNDBUFFORCE); without it, nothing is set and the kernel tunes the buffer
+/// as it does for any socket.
 fn widen_send_buffer(socket: &TcpStream) {
     use std::os::fd::AsRawFd;
     let set = |level, name, value: libc::c_int| {
@@ -111,14 +116,16 @@ fn widen_send_buffer(socket: &TcpStream) {
         };
         r == 0
     };
-    if set(
-        libc::IPPROTO_TCP,
-        libc::TCP_NOTSENT_LOWAT,
-        NOT_SENT_LOW_WATER,
-    ) && !set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SEND_BUFFER)
+    if set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SEND_BUFFER)
+        && !set(
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            NOT_SENT_LOW_WATER,
+        )
     {
-        // Without the wider buffer, the low-water mark would only cost wake-ups.
-        set(libc::IPPROTO_TCP, libc::TCP_NOTSENT_LOWAT, i32::MAX);
+        // A kernel without TCP_NOTSENT_LOWAT (before 3.12): a buffer no larger than the
+        // kernel's own default limit, since all of it could wait unsent.
+        set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 2 << 20);
     }
 }
 

@@ -143,8 +143,9 @@ async fn a_sink_never_overtakes_data_the_reader_has_not_finished_with() {
 }
 
 /// The SSH connection's send buffer is widened past the kernel's 4 MiB tuning limit, which
-/// would cap a 40 ms path at about 0.7 Gbit/s (BENCHMARKS.md, thirteenth measurement). That
-/// needs CAP_NET_ADMIN: the tests run as root, as the daemon does.
+/// would cap a 40 ms path at about 0.7 Gbit/s (BENCHMARKS.md, thirteenth measurement), and
+/// what may wait unsent in it is bounded. That needs CAP_NET_ADMIN: the tests run as root,
+/// as the daemon does.
 #[tokio::test]
 async fn the_ssh_socket_may_hold_what_a_long_fast_path_needs() {
     let root = std::fs::metadata("/proc/self")
@@ -159,6 +160,24 @@ async fn the_ssh_socket_may_hold_what_a_long_fast_path_needs() {
         .await
         .expect("connect");
     widen_send_buffer(&socket);
+    let mut low_water: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    #[allow(unsafe_code)] // No safe getter for TCP_NOTSENT_LOWAT.
+    // SAFETY: a valid socket descriptor, a live c_int and its length.
+    let got = unsafe {
+        libc::getsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&socket),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            (&raw mut low_water).cast(),
+            &raw mut len,
+        )
+    };
+    assert_eq!(got, 0, "getsockopt TCP_NOTSENT_LOWAT");
+    assert_eq!(
+        low_water, NOT_SENT_LOW_WATER,
+        "what may wait unsent stays bounded"
+    );
     let socket = tokio::net::TcpSocket::from_std_stream(socket.into_std().expect("std socket"));
     let size = socket.send_buffer_size().expect("SO_SNDBUF");
     // The kernel reports twice what was asked, its own overhead included.
