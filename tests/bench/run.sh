@@ -112,7 +112,16 @@ SSH=(ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnown
 # Listening, checked without connecting (a probe through a forward would upset iperf3 -s).
 wait_port() { for _ in $(seq 200); do inC ss -Hltn "sport = :$1" | grep -q LISTEN && return 0; sleep 0.05; done; echo "bench: port $1 never opened" >&2; return 1; }
 # Gbit/s received, or "nan" (a failed run must not end the benchmark).
-iperf() { local v; v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g ${3:-} 2>/dev/null | awk '/receiver/ {print $7}' || true); echo "${v:-nan}"; }
+# One iperf3 run; once more a second later if the server was still busy with the last one
+# (seen after a tunnel was stopped right after its run).
+iperf() {
+  local v try
+  for try in 1 2; do
+    v=$(inC iperf3 -c "$1" -p "${2:-5201}" -t "$SECS" -f g ${3:-} 2>/dev/null | awk '/receiver/ {print $7}' || true)
+    [ -n "$v" ] && break; sleep 1
+  done
+  echo "${v:-nan}"
+}
 median() { sort -g | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 # Median RTT (ms) of the pings in a ping(8) log: one slow first packet must not decide it.
 rtt_of() { sed -n 's/.*time=\([0-9.]*\) ms/\1/p' "$1" | median; }
