@@ -39,6 +39,11 @@ const TUN_SERVER: &str = "10.78.0.1";
 const KEEPALIVE: &str =
     "keepalive = \"1s\"\nkeepalive_max = 2\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n";
 const DEAD_AFTER: Duration = Duration::from_secs(2);
+/// Keepalives for the lossy and delayed paths: such a path may move a few hundred kB/s, so
+/// the peer's window adjusts (every MiB) come seconds apart; these are as a user would set
+/// them there, not the 1 s × 2 of the other tests.
+const SLOW_PATH_KEEPALIVE: &str =
+    "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n";
 
 /// A client namespace and a server namespace joined by one veth pair, or through a router.
 struct Net {
@@ -497,15 +502,7 @@ async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
     let s = site().await;
     load_netem();
     let (_server, known) = start_server(&s, "server", 2222).await;
-    // A loss-ridden path moves a few hundred kB/s, so the peer's window adjusts (every MiB)
-    // come seconds apart: keepalives as a user would set them for such a path, not the
-    // 1 s × 2 of the other tests.
-    let client = bulk_client(
-        &s,
-        &known,
-        "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
-    )
-    .await;
+    let client = bulk_client(&s, &known, SLOW_PATH_KEEPALIVE).await;
     let idle_rtt = rtt_reaches(&client, 0.0).await;
     // Delay, jitter (which also reorders) and loss on the client's side of the wire, the way
     // the bulk data goes; the server's side adds delay too.
@@ -538,12 +535,7 @@ async fn netem_delay_and_loss_keep_the_link_up_and_the_bytes_intact() {
 async fn a_delayed_lossy_path_keeps_the_link_up_and_the_bytes_intact() {
     let s = site_through_delay(Duration::from_millis(25), 1.0).await;
     let (_server, known) = start_server(&s, "server", 2222).await;
-    let client = bulk_client(
-        &s,
-        &known,
-        "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
-    )
-    .await;
+    let client = bulk_client(&s, &known, SLOW_PATH_KEEPALIVE).await;
     let rtt = rtt_reaches(&client, 50.0).await;
     let bytes = 16 << 20;
     let took = bulk_transfer_survives(&s, &client, bytes, 120).await;
@@ -612,12 +604,7 @@ impl Drop for RandomLoss<'_> {
 async fn random_packet_loss_keeps_the_link_up_and_the_bytes_intact() {
     let s = site().await;
     let (_server, known) = start_server(&s, "server", 2222).await;
-    let client = bulk_client(
-        &s,
-        &known,
-        "keepalive = \"5s\"\nkeepalive_max = 3\nreconnect_min = \"200ms\"\nreconnect_max = \"1s\"\n",
-    )
-    .await;
+    let client = bulk_client(&s, &known, SLOW_PATH_KEEPALIVE).await;
     // 3% of the packets each side sends, data and ACKs alike.
     let cli_loss = RandomLoss::add(&s.net.cli, 3);
     let srv_loss = RandomLoss::add(&s.net.srv, 3);
