@@ -229,6 +229,9 @@ pub struct DelayRouter {
     /// The hosts' ends of their veths to the router.
     pub a_if: String,
     pub b_if: String,
+    /// The router's end of its veth to `b`: a queueing discipline there (a rate limit) acts on
+    /// what goes from `a` to `b` after the delay, as a slow link at the far end would.
+    pub to_b: String,
     _delay: tokio::process::Child,
 }
 
@@ -296,6 +299,7 @@ pub fn join_through_delay(
         ns,
         a_if,
         b_if,
+        to_b: rb,
         _delay: delay,
     }
 }

@@ -51,7 +51,7 @@ struct Net {
     srv: Netns,
     cli_if: String,
     srv_if: String,
-    _router: Option<DelayRouter>,
+    router: Option<DelayRouter>,
 }
 
 fn net() -> Net {
@@ -63,7 +63,7 @@ fn net() -> Net {
         srv,
         cli_if,
         srv_if,
-        _router: None,
+        router: None,
     }
 }
 
@@ -117,7 +117,7 @@ async fn site_through_delay(one_way: Duration, loss_percent: f64) -> Site {
         srv,
         cli_if: router.a_if.clone(),
         srv_if: router.b_if.clone(),
-        _router: Some(router),
+        router: Some(router),
     };
     site_on(net, dir).await
 }
@@ -543,6 +543,66 @@ async fn a_delayed_lossy_path_keeps_the_link_up_and_the_bytes_intact() {
         "delay box: RTT {rtt:.1} ms with 25 ms each way and 1% loss; {bytes} bytes intact in {took:.1?} ({:.2} MB/s)",
         bytes as f64 / took.as_secs_f64() / 1e6
     );
+}
+
+/// A keystroke through a forward while another forward on the same link uploads as fast as
+/// an 8 Mbit/s path with 25 ms each way allows: one byte to the echo and back, 30 times,
+/// 200 ms apart. The keystroke joins the SSH connection's queues behind the upload, and the
+/// daemon sizes them from the path's rate (`driver::send_queue`): its round trip here was
+/// 0.33-0.42 s in the median, against 0.9 s and more when the queues were a fixed 1 MiB each
+/// (and about 0.9 s through `ssh -L`); a separate TCP connection over the same path, outside
+/// the tunnel, takes about 0.1 s. The upload keeps the path's rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keystroke_behind_an_upload_on_a_slow_path_waits_little() {
+    let s = site_through_delay(Duration::from_millis(25), 0.0).await;
+    let router = s.net.router.as_ref().expect("a site through a router");
+    let _tbf = Qdisc::add(
+        &router.ns,
+        &router.to_b,
+        &["tbf", "rate", "8mbit", "burst", "32kb", "latency", "50ms"],
+        "the sch_tbf kernel module (CONFIG_NET_SCH_TBF)",
+    );
+    let (_server, known) = start_server(&s, "server", 2222).await;
+    let client = bulk_client(&s, &known, SLOW_PATH_KEEPALIVE).await;
+    let keystrokes = |count: &str| {
+        let line = probe(&s.net.cli, &["echo-rtt", FORWARD, count, "200"], 60)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ms: Vec<f64> = line
+            .split_whitespace()
+            .map(|v| v.parse().expect("milliseconds"))
+            .collect();
+        (ms[0], ms[1])
+    };
+    let (idle, _) = keystrokes("5");
+    let _sink = spawn_probe(&s.net.srv, &s.dir, "sink", &["sink", SINK]).await;
+    // 40 MB take about 40 s at this rate: the upload lasts past the measurement, and the
+    // sender goes with the namespaces.
+    let _upload = s.net.cli.spawn(
+        &binary("netprobe"),
+        &["send", SINK_FORWARD, &(40_000_000).to_string()],
+        &s.dir.path().join("upload.log"),
+    );
+    // The queues fill within a few round trips; TCP's rate estimate settles.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (busy, busy_p90) = keystrokes("30");
+    let link = client.link("site").await;
+    println!(
+        "keystroke round trip, 8 Mbit/s and 25 ms each way: idle {idle:.0} ms; behind an upload \
+         {busy:.0} ms median, {busy_p90:.0} ms 90th percentile"
+    );
+    assert!(
+        idle < 80.0,
+        "an idle keystroke takes the path's round trip (50 ms), not {idle:.0} ms"
+    );
+    assert!(
+        busy < 700.0,
+        "a keystroke behind an upload took {busy:.0} ms in the median (fixed 1 MiB queues \
+         gave 0.9 s and more): what the daemon queues for a slow path must be sized to it; \
+         client log:\n{}",
+        log_summary(&client)
+    );
+    assert!(is_up(&link), "{link:?}");
+    assert_eq!(times_up(&client), 1, "the link must not reconnect");
 }
 
 /// Random packet loss in both directions, with nftables (`numgen random`), which this kernel

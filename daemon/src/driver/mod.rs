@@ -7,6 +7,7 @@
 //! authorized keys) are synchronous calls on its [`Policy`], and incoming channels are handed
 //! out as [`Incoming`] for other tasks to accept.
 
+mod send_queue;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -24,6 +25,7 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::{TcpStream, tcp::OwnedReadHalf};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
+use send_queue::SendQueue;
 pub use stream::{
     ChannelClosed, ChannelReader, ChannelStream, ChannelWriter, Inbound, MEMORY_FREED, Sink, splice,
 };
@@ -33,6 +35,12 @@ const CHANNEL_CREDIT: usize = 1 << 20;
 /// Chunks queued towards a channel's reader before the driver stops draining the SSH window.
 const INBOUND_CHUNKS: usize = 16;
 /// Stop reading the socket while this much output is waiting to be written.
+///
+/// Channel data from local sockets stops well before, at [`SendQueue::limit`] (a local
+/// sender then waits, bounded by its bridge's credit), so channel data queued behind a slow
+/// path never stops us reading: the peer's window adjusts and keepalive replies must still be
+/// seen, or a busy link on a slow path is declared dead. Only our answers to the peer's own
+/// messages can fill the difference, and that is what the read limit bounds.
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
 /// Channel opens and global requests from the peer waiting for the application. One socket
 /// read can carry hundreds of CHANNEL_OPENs (a browser opening a page through SOCKS), all
@@ -40,16 +48,6 @@ const MAX_PENDING_OUTPUT: usize = 4 << 20;
 /// RESOURCE_SHORTAGE. So the queue holds as many opens as the protocol lets the peer have
 /// channels (proto's default `max_channels`); tokio allocates its slots only as they are used.
 const INCOMING_QUEUE: usize = 4096;
-
-/// Stop taking channel data from local sockets while this much output is waiting to be
-/// written (a local sender then waits, bounded by its bridge's credit). Well below
-/// `MAX_PENDING_OUTPUT`, so channel data queued behind a slow path never stops us reading:
-/// the peer's window adjusts and keepalive replies must still be seen, or a busy link on a
-/// slow path is declared dead. Only our answers to the peer's own messages can fill the
-/// difference, and that is what the read limit bounds. Kept small because everything
-/// queued here delays every channel's next packet (a ping in the tunnel); the kernel's
-/// socket buffer is what keeps the path full.
-const MAX_PENDING_CHANNEL_DATA: usize = 1 << 20;
 
 /// Reads smaller than this are acknowledged soon (see [`quickack`]).
 const QUICKACK_BELOW: usize = 4096;
@@ -79,53 +77,6 @@ fn quickack(socket: &TcpStream) {
             (&raw const on).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
-    }
-}
-
-/// The most the kernel may hold of what we send on the SSH connection, sent and not yet
-/// acknowledged or not yet sent (the kernel counts twice what is asked). Linux tunes a
-/// socket's send buffer by itself, but only up to `net.ipv4.tcp_wmem`'s maximum, 4 MiB by
-/// default: over a 40 ms path that caps any TCP connection at about 0.7 Gbit/s, below what
-/// our channel windows allow (BENCHMARKS.md, thirteenth measurement).
-const SEND_BUFFER: libc::c_int = 16 << 20;
-/// How much of that may wait unsent: the rest is data in flight. Without this, a fixed send
-/// buffer on a slow path would queue up to its size ahead of every keepalive and keystroke.
-/// Measured under a bulk upload (`ss -tni`), the kernel's own tuning left 0.45-0.94 MB unsent
-/// on an 8 Mbit/s path and up to 0.85 MB on a lossy 50 ms one: this keeps to that. 256 KiB
-/// kept 0.3 MB unsent, but cost the lossy path 29% of its throughput (0.53 against 0.75
-/// Gbit/s): the driver does not always write again before so little runs out.
-const NOT_SENT_LOW_WATER: libc::c_int = 1 << 20;
-
-/// Lets the SSH connection's send buffer grow to what a long, fast path needs
-/// ([`SEND_BUFFER`]) while keeping what waits unsent small ([`NOT_SENT_LOW_WATER`]). Needs
-/// CAP_NET_ADMIN (SO_SNDBUFFORCE); without it, nothing is set and the kernel tunes the buffer
-/// as it does for any socket.
-fn widen_send_buffer(socket: &TcpStream) {
-    use std::os::fd::AsRawFd;
-    let set = |level, name, value: libc::c_int| {
-        #[allow(unsafe_code)] // No safe binding for these options in std or tokio.
-        // SAFETY: a valid socket descriptor, and a pointer and length describing a live c_int.
-        let r = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                level,
-                name,
-                (&raw const value).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        r == 0
-    };
-    if set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, SEND_BUFFER)
-        && !set(
-            libc::IPPROTO_TCP,
-            libc::TCP_NOTSENT_LOWAT,
-            NOT_SENT_LOW_WATER,
-        )
-    {
-        // A kernel without TCP_NOTSENT_LOWAT (before 3.12): a buffer no larger than the
-        // kernel's own default limit, since all of it could wait unsent.
-        set(libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, 2 << 20);
     }
 }
 
@@ -480,6 +431,7 @@ pub fn spawn(
         rtt: None,
         pump_turn: 0,
         pump_order: Vec::new(),
+        queue: SendQueue::new(&socket),
     };
     let task = tokio::spawn(driver.run(socket));
     (handle, incoming_rx, task)
@@ -503,12 +455,13 @@ struct Driver {
     pump_turn: usize,
     /// The order `pump` serves the channels in, kept to reuse its memory.
     pump_order: Vec<ChannelId>,
+    /// How much output may wait, for the socket and in it.
+    queue: SendQueue,
 }
 
 impl Driver {
     async fn run(mut self, socket: TcpStream) -> Result<(), Error> {
         let _ = socket.set_nodelay(true);
-        widen_send_buffer(&socket);
         let (rd, mut wr) = socket.into_split();
         // The timer and the wait for room are kept from one turn to the next, set again only
         // when the deadline moves or after they fire: a turn per packet does not re-register
@@ -531,6 +484,9 @@ impl Driver {
                 MEMORY_FREED.notify_one();
             }
             let pending = self.conn.pending_transmit();
+            if pending > 0 {
+                self.queue.look(rd.as_ref(), Instant::now());
+            }
             if self.conn.closed().is_some() {
                 // Flush the DISCONNECT (bounded in time), then stop.
                 let mut out = Vec::new();
@@ -774,11 +730,29 @@ impl Driver {
             return;
         };
         // Local → SSH, as far as the window and the output waiting for the socket allow.
+        let limit = self.queue.limit();
         while let Some(front) = b.outbound.front_mut() {
-            if self.conn.pending_transmit() >= MAX_PENDING_CHANNEL_DATA {
+            let pending = self.conn.pending_transmit();
+            // A small chunk (a keystroke, a DNS query, a ping) need not wait for a bulk
+            // channel that took the room first: it may go past the limit, by at most
+            // `QUEUE_MIN` in all.
+            let small = front.len() <= send_queue::SMALL && pending < limit + send_queue::QUEUE_MIN;
+            if pending >= limit && !small {
                 break;
             }
-            match self.conn.channel_send(id, front) {
+            // On a path slow enough that the queue is below its ceiling, a chunk (up to
+            // 256 KiB) would overshoot it by a long time: take only what fits. Cutting costs
+            // a copy (the rest moves up), cheap at that rate. A datagram channel sends whole
+            // messages only; one that does not fit goes once nothing else waits.
+            let room = if limit < send_queue::QUEUE_MAX && pending > 0 && !small {
+                limit - pending
+            } else {
+                front.len()
+            };
+            match self
+                .conn
+                .channel_send(id, front.get(..room).unwrap_or(front.as_slice()))
+            {
                 Ok(0) => break,
                 Ok(n) => {
                     b.credit.add_permits(n);

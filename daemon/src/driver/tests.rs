@@ -159,7 +159,7 @@ async fn the_ssh_socket_may_hold_what_a_long_fast_path_needs() {
     let socket = TcpStream::connect(listener.local_addr().expect("address"))
         .await
         .expect("connect");
-    widen_send_buffer(&socket);
+    let _queue = SendQueue::new(&socket);
     let mut low_water: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     #[allow(unsafe_code)] // No safe getter for TCP_NOTSENT_LOWAT.
@@ -175,11 +175,15 @@ async fn the_ssh_socket_may_hold_what_a_long_fast_path_needs() {
     };
     assert_eq!(got, 0, "getsockopt TCP_NOTSENT_LOWAT");
     assert_eq!(
-        low_water, NOT_SENT_LOW_WATER,
+        low_water as usize,
+        send_queue::QUEUE_MAX,
         "what may wait unsent stays bounded"
     );
     let socket = tokio::net::TcpSocket::from_std_stream(socket.into_std().expect("std socket"));
     let size = socket.send_buffer_size().expect("SO_SNDBUF");
     // The kernel reports twice what was asked, its own overhead included.
-    assert!(size >= 2 * SEND_BUFFER as u32, "SO_SNDBUF is {size}");
+    assert!(
+        size >= 2 * send_queue::SEND_BUFFER as u32,
+        "SO_SNDBUF is {size}"
+    );
 }

@@ -12,6 +12,11 @@
 //!   netprobe socks-send PROXY HOST:PORT SECS   push data through SOCKS5 for SECS, print Gbit/s
 //!   netprobe socks-hold PROXY HOST:PORT N   open N SOCKS5 connections, print "held", wait for stdin EOF
 //!   netprobe first-byte ADDR:PORT SECS      poll until a TCP echo answers, print the seconds it took
+//!   netprobe echo-rtt ADDR:PORT COUNT MS    send one byte to a TCP echo every MS milliseconds,
+//!                                           COUNT times, each after the last came back; print
+//!                                           the round trips' median, 90th percentile and
+//!                                           largest in milliseconds (NETPROBE_ALL=1: each
+//!                                           one, in order, on stderr first)
 //!   netprobe tcp-hold HOST BASE PORTS PER   open PER echo connections to each of PORTS ports from
 //!                                           BASE, check each echoes a byte, print "held N", wait
 //!                                           for stdin EOF
@@ -223,6 +228,29 @@ fn main() {
             let _ = std::io::stdin().read_line(&mut line);
             drop(held);
         }
+        ["echo-rtt", addr, count, ms] => {
+            let count: usize = count.parse().expect("count");
+            let gap = Duration::from_millis(ms.parse().expect("ms"));
+            let mut s = TcpStream::connect(addr).expect("connect");
+            s.set_nodelay(true).expect("nodelay");
+            s.set_read_timeout(Some(Duration::from_secs(30))).ok();
+            let mut rtts = Vec::with_capacity(count);
+            let mut b = [0u8; 1];
+            for _ in 0..count {
+                let sent = Instant::now();
+                s.write_all(b"x").expect("write");
+                s.read_exact(&mut b).expect("echo");
+                rtts.push(sent.elapsed().as_secs_f64() * 1e3);
+                std::thread::sleep(gap);
+            }
+            if std::env::var_os("NETPROBE_ALL").is_some() {
+                let all: Vec<String> = rtts.iter().map(|r| format!("{r:.0}")).collect();
+                eprintln!("{}", all.join(" "));
+            }
+            rtts.sort_by(f64::total_cmp);
+            let at = |q: f64| rtts[((rtts.len() - 1) as f64 * q).round() as usize];
+            println!("{:.1} {:.1} {:.1}", at(0.5), at(0.9), at(1.0));
+        }
         ["first-byte", addr, secs] => {
             let limit = Duration::from_secs_f64(secs.parse().expect("secs"));
             let start = Instant::now();
@@ -278,7 +306,7 @@ fn main() {
         ),
         _ => {
             eprintln!(
-                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|tcp-hold|flood|echo-check|socks-echo-check|relay|delay …"
+                "usage: netprobe sink|send|udp-echo|udp-ping|sink-forever|echo-forever|socks-send|socks-hold|first-byte|echo-rtt|tcp-hold|flood|echo-check|socks-echo-check|relay|delay …"
             );
             std::process::exit(2);
         }
