@@ -8,6 +8,9 @@
 # round trip), through a router namespace whose wire is `netprobe delay`, with the kernel's
 # socket buffer limits as they are; WAN_SOCKET_MAX=33554432 raises the most TCP may buffer per
 # socket (tcp_rmem, tcp_wmem) to that in both hosts, as one tunes a host for long fast paths.
+# Part "wan" also puts a token bucket of WAN_SLOW (default 8mbit) on that path and times a
+# keystroke (one byte to an echo and back) through one forward while another forward on the
+# same connection uploads: what a user typing in a session beside a transfer feels.
 # BASELINE=/path/to/an/other/sshvpnd adds that build to part "lat" (a link to sshd and one to
 # a server of its own), pinged in the same turns: an A/B of two builds, with OpenSSH alongside.
 set -euo pipefail
@@ -19,8 +22,9 @@ CLIENTS=${CLIENTS:-500}
 PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv wan lat ref first mem many} "
 WAN_MS=${WAN_MS:-20}
 WAN_SOCKET_MAX=${WAN_SOCKET_MAX:-}
+WAN_SLOW=${WAN_SLOW:-8mbit}
 want() { [[ $PARTS == *" $1 "* ]]; }
-for p in iperf3 ssh ssh-keygen ip ping; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
+for p in iperf3 ssh ssh-keygen ip ping tc; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
 BASELINE=${BASELINE:-}
 [ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench: BASELINE=$BASELINE is not an executable" >&2; exit 1; }
@@ -29,6 +33,9 @@ bin=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/sshvpn-bench.XXXXXX)
 C=svbc$$; S=svbs$$; M=svbm$$
 cleanup() {
+  # No "Killed" notice for each service stopped below: the subshells that run `inC … &` and
+  # `inS … &` would print one for their child, so they go first, and the jobs are forgotten.
+  kill -9 $(jobs -p) 2>/dev/null || true; disown -a 2>/dev/null || true
   for ns in $C $S $M; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true; ip netns del $ns 2>/dev/null || true; done
   rm -rf "$work"
 }
@@ -133,6 +140,13 @@ IDLE_SECS=${IDLE_SECS:-10}
 switches() { cat /proc/$1/task/*/status 2>/dev/null | awk '/ctxt_switches/ {s += $2} END {print s + 0}'; }
 wakeups_in() { local a; a=$(switches $1); sleep "$IDLE_SECS"; echo $(( $(switches $1) - a )); }
 declare -A R
+# Median round trip (ms) of a byte through the echo forward on port $2 while iperf3 uploads
+# through the forward on port $1.
+keystroke() {
+  local I; ip netns exec $C iperf3 -c 127.0.0.1 -p "$1" -t 60 >/dev/null 2>&1 & I=$!
+  sleep 3; inC "$bin/netprobe" echo-rtt "127.0.0.1:$2" 20 200 | awk '{print $1}' || echo nan
+  stop $I; sleep 1
+}
 
 client_cfg() { # name cipher extra…
   cat > "$work/$1.toml" <<CFG
@@ -252,6 +266,22 @@ for cipher in $CIPHERS; do
       # the same delay box.
       [ "$cipher" = "${CIPHERS%% *}" ] && R[ref_wan]+="$(iperf 10.211.1.2) "
       for ns in $C $S; do ip netns exec $ns sysctl -qw net.ipv4.tcp_wmem="$wmem" net.ipv4.tcp_rmem="$rmem"; done
+      # A keystroke behind an upload on a slow path: WAN_SLOW on the router's way to the
+      # server; an upload through one forward, and one byte to the echo and back through a
+      # second forward on the same connection (the median of 20, 200 ms apart, from 3 s into
+      # the upload). With the first cipher only: what waits is a matter of queues.
+      if [ "$cipher" = "${CIPHERS%% *}" ]; then
+        ip netns exec $M tc qdisc add dev wms$$ root tbf rate "$WAN_SLOW" burst 32kb latency 50ms
+        ip netns exec $C "${SSH[@]}" -c "$cipher" -N -L 127.0.0.1:6044:10.210.0.2:5201 -L 127.0.0.1:6045:10.210.0.2:5401 root@10.211.1.2 & P=$!
+        wait_port 6045; R[slow_ossh]+="$(keystroke 6044 6045) "; stop $P
+        for v in slow:22 slowv:2222; do
+          name=${v%%:*}
+          client_cfg $name "$cipher" ${v##*:} $'[[link.forward]]\nlisten = "127.0.0.1:6046"\nconnect = "10.210.0.2:5201"\n[[link.forward]]\nlisten = "127.0.0.1:6047"\nconnect = "10.210.0.2:5401"'
+          sed -i 's/^host = .*/host = "10.211.1.2"/' "$work/$name.toml"; start_vpnd $name
+          R[${name}_vpnd]+="$(keystroke 6046 6047) "; stop $VPND
+        done
+        ip netns exec $M tc qdisc del dev wms$$ root
+      fi
     fi
     # Latency: ssh -w, an sshvpnd link to sshd and one to the sshvpnd server are up at once
     # and pinged in turn (ping_all): once fresh, and once more right after each tunnel
@@ -397,6 +427,9 @@ for cipher in $CIPHERS; do
     row "added latency sshvpnd↔sshvpnd after bulk: this build vs BASELINE ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latvb_base_$s]:-}" "ms"
   fi
 done
+slow="a keystroke behind an upload over $WAN_SLOW and a $(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}') ms round trip"
+row "$slow: sshvpnd → sshd vs ssh -L (median round trip)" "${R[slow_vpnd]:-}" "${R[slow_ossh]:-}" "ms"
+row "$slow: sshvpnd↔sshvpnd vs ssh -L↔sshd" "${R[slowv_vpnd]:-}" "${R[slow_ossh]:-}" "ms"
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
 row "RSS, one idle link (OpenSSH: ssh + sshd session)" "${R[rss_idle_vpnd]:-}" "${R[rss_idle_ossh]:-}" "KiB"
 row "wakeups in ${IDLE_SECS}s, one idle link (sshvpnd client; ssh client)" "${R[idle_vpnd]:-}" "${R[idle_ossh]:-}" ""
