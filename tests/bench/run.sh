@@ -144,7 +144,9 @@ declare -A R
 # through the forward on port $1.
 keystroke() {
   local I; ip netns exec $C iperf3 -c 127.0.0.1 -p "$1" -t 60 >/dev/null 2>&1 & I=$!
-  sleep 3; inC "$bin/netprobe" echo-rtt "127.0.0.1:$2" 20 200 | awk '{print $1}' || echo nan
+  sleep 3
+  # An upload that did not start (iperf3's server still busy) would time an idle path.
+  if kill -0 $I 2>/dev/null; then inC "$bin/netprobe" echo-rtt "127.0.0.1:$2" 20 200 | awk '{print $1}' || echo nan; else echo nan; fi
   stop $I; sleep 1
 }
 

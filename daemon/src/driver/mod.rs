@@ -731,11 +731,12 @@ impl Driver {
         };
         // Local → SSH, as far as the window and the output waiting for the socket allow.
         let limit = self.queue.limit();
+        let datagram = matches!(self.conn.channel_kind(id), Some(ChannelKind::Tun { .. }));
         while let Some(front) = b.outbound.front_mut() {
             let pending = self.conn.pending_transmit();
             // A small chunk (a keystroke, a DNS query, a ping) need not wait for a bulk
-            // channel that took the room first: it may go past the limit, by at most
-            // `QUEUE_MIN` in all.
+            // channel that took the room first: small chunks may go past the limit, until
+            // `QUEUE_MIN` more waits.
             let small = front.len() <= send_queue::SMALL && pending < limit + send_queue::QUEUE_MIN;
             if pending >= limit && !small {
                 break;
@@ -743,9 +744,16 @@ impl Driver {
             // On a path slow enough that the queue is below its ceiling, a chunk (up to
             // 256 KiB) would overshoot it by a long time: take only what fits. Cutting costs
             // a copy (the rest moves up), cheap at that rate. A datagram channel sends whole
-            // messages only; one that does not fit goes once nothing else waits.
-            let room = if limit < send_queue::QUEUE_MAX && pending > 0 && !small {
-                limit - pending
+            // messages only, so its first message is always let in: one may overshoot.
+            let room = if limit < send_queue::QUEUE_MAX && !small {
+                let first = front
+                    .first_chunk::<4>()
+                    .map_or(0, |len| 4 + u32::from_be_bytes(*len) as usize);
+                if datagram {
+                    (limit - pending).max(first)
+                } else {
+                    limit - pending
+                }
             } else {
                 front.len()
             };

@@ -230,6 +230,7 @@ fn main() {
         }
         ["echo-rtt", addr, count, ms] => {
             let count: usize = count.parse().expect("count");
+            assert!(count > 0, "echo-rtt: COUNT must be at least 1");
             let gap = Duration::from_millis(ms.parse().expect("ms"));
             let mut s = TcpStream::connect(addr).expect("connect");
             s.set_nodelay(true).expect("nodelay");
