@@ -549,9 +549,9 @@ async fn a_delayed_lossy_path_keeps_the_link_up_and_the_bytes_intact() {
 /// an 8 Mbit/s path with 25 ms each way allows: one byte to the echo and back, 30 times,
 /// 200 ms apart. The keystroke joins the SSH connection's queues behind the upload, and the
 /// daemon sizes them from the path's rate (`driver::send_queue`): its round trip here was
-/// 0.33-0.42 s in the median, against 0.9 s and more when the queues were a fixed 1 MiB each
-/// (and about 0.9 s through `ssh -L`); a separate TCP connection over the same path, outside
-/// the tunnel, takes about 0.1 s. The upload keeps the path's rate.
+/// 0.16 s in the median, against 0.9 s when the queues were a fixed 1 MiB each (and about
+/// 1 s through `ssh -L`); a separate TCP connection over the same path, outside the tunnel,
+/// takes 0.06-0.1 s. The upload keeps the path's rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keystroke_behind_an_upload_on_a_slow_path_waits_little() {
     let s = site_through_delay(Duration::from_millis(25), 0.0).await;
