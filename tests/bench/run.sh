@@ -23,6 +23,7 @@ PARTS=" ${PARTS:-fwd socks tunsshd fwdv tunv wan lat ref first mem many} "
 WAN_MS=${WAN_MS:-20}
 WAN_SOCKET_MAX=${WAN_SOCKET_MAX:-}
 WAN_SLOW=${WAN_SLOW:-8mbit}
+WAN_RTT=$(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}')  # ms, for the rows' labels
 want() { [[ $PARTS == *" $1 "* ]]; }
 for p in iperf3 ssh ssh-keygen ip ping tc; do command -v $p >/dev/null || { echo "bench: $p is missing" >&2; exit 1; }; done
 [ "$(id -u)" = 0 ] || { echo "bench: needs root (network namespaces, TUN)" >&2; exit 1; }
@@ -412,12 +413,11 @@ for cipher in $CIPHERS; do
   row "SOCKS5 -D ($s)" "${R[socks_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
   row "forward -L sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[fwdv_vpnd_$s]:-}" "${R[fwd_ossh_$s]:-}" "Gbit/s"
   row "SOCKS5 sshvpnd↔sshvpnd vs ssh -D↔sshd ($s)" "${R[socksv_vpnd_$s]:-}" "${R[socks_ossh_$s]:-}" "Gbit/s"
-  rtt=$(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}')
-  row "TUN over a $rtt ms round trip: sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[wantunv_vpnd_$s]:-}" "${R[wantun_ossh_$s]:-}" "Gbit/s"
-  row "forward over a $rtt ms round trip, upload: sshvpnd → sshd vs ssh -L ($s)" "${R[wanup_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
-  row "forward over a $rtt ms round trip, download: sshvpnd → sshd vs ssh -L ($s)" "${R[wandown_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
-  row "forward over a $rtt ms round trip, upload: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wanupv_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
-  row "forward over a $rtt ms round trip, download: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wandownv_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
+  row "TUN over a $WAN_RTT ms round trip: sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[wantunv_vpnd_$s]:-}" "${R[wantun_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $WAN_RTT ms round trip, upload: sshvpnd → sshd vs ssh -L ($s)" "${R[wanup_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $WAN_RTT ms round trip, download: sshvpnd → sshd vs ssh -L ($s)" "${R[wandown_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $WAN_RTT ms round trip, upload: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wanupv_vpnd_$s]:-}" "${R[wanup_ossh_$s]:-}" "Gbit/s"
+  row "forward over a $WAN_RTT ms round trip, download: sshvpnd↔sshvpnd vs ssh -L↔sshd ($s)" "${R[wandownv_vpnd_$s]:-}" "${R[wandown_ossh_$s]:-}" "Gbit/s"
   row "added latency through a tunnel to sshd: ping RTT minus bare veth ($s; bare veth $(echo ${R[lat_veth]:-} | tr ' ' '\n' | median) ms)" "${R[lat_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "added latency sshvpnd↔sshvpnd vs ssh -w↔sshd ($s)" "${R[latv_vpnd_$s]:-}" "${R[lat_ossh_$s]:-}" "ms"
   row "added latency to sshd right after a bulk transfer ($s)" "${R[latb_vpnd_$s]:-}" "${R[latb_ossh_$s]:-}" "ms"
@@ -429,7 +429,7 @@ for cipher in $CIPHERS; do
     row "added latency sshvpnd↔sshvpnd after bulk: this build vs BASELINE ($s)" "${R[latvb_vpnd_$s]:-}" "${R[latvb_base_$s]:-}" "ms"
   fi
 done
-slow="a keystroke behind an upload over $WAN_SLOW and a $(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}') ms round trip"
+slow="a keystroke behind an upload over $WAN_SLOW and a $WAN_RTT ms round trip"
 row "$slow: sshvpnd → sshd vs ssh -L (median round trip)" "${R[slow_vpnd]:-}" "${R[slow_ossh]:-}" "ms"
 row "$slow: sshvpnd↔sshvpnd vs ssh -L↔sshd" "${R[slowv_vpnd]:-}" "${R[slow_ossh]:-}" "ms"
 row "start to first byte through a forward" "${R[first_vpnd]:-}" "${R[first_ossh]:-}" "s"
@@ -444,6 +444,6 @@ if want ref; then
   echo "reference, no SSH: iperf3 over the bare veth $(echo ${R[ref_veth]} | tr ' ' '\n' | median) Gbit/s; through a plain TCP relay pair (netprobe relay, no cipher) $(echo ${R[ref_relay]} | tr ' ' '\n' | median) Gbit/s"
 fi
 if want wan; then
-  echo "reference, no SSH: iperf3 straight over the delayed path ($(awk -v ms="$WAN_MS" 'BEGIN {print 2 * ms}') ms round trip${WAN_SOCKET_MAX:+, socket limits $WAN_SOCKET_MAX}) $(echo ${R[ref_wan]:-} | tr ' ' '\n' | median) Gbit/s"
+  echo "reference, no SSH: iperf3 straight over the delayed path ($WAN_RTT ms round trip${WAN_SOCKET_MAX:+, socket limits $WAN_SOCKET_MAX}) $(echo ${R[ref_wan]:-} | tr ' ' '\n' | median) Gbit/s"
 fi
 echo "rounds: $ROUNDS × ${SECS}s, $(nproc) cores, $(date -u +%Y-%m-%d)"

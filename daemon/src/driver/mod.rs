@@ -745,17 +745,15 @@ impl Driver {
             // 256 KiB) would overshoot it by a long time: take only what fits. Cutting costs
             // a copy (the rest moves up), cheap at that rate. A datagram channel sends whole
             // messages only, so its first message is always let in: one may overshoot.
-            let room = if limit < send_queue::QUEUE_MAX && !small {
+            let room = if limit >= send_queue::QUEUE_MAX || small {
+                front.len()
+            } else if datagram {
                 let first = front
                     .first_chunk::<4>()
                     .map_or(0, |len| 4 + u32::from_be_bytes(*len) as usize);
-                if datagram {
-                    (limit - pending).max(first)
-                } else {
-                    limit - pending
-                }
+                (limit - pending).max(first)
             } else {
-                front.len()
+                limit - pending
             };
             match self
                 .conn

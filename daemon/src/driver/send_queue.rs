@@ -23,7 +23,7 @@ pub(super) const SEND_BUFFER: libc::c_int = 16 << 20;
 /// soon as the kernel's unsent bytes fall below their mark, which takes well under a
 /// millisecond, or a few on a loaded machine: with a fixed 256 KiB mark, a 25 ms path with 1%
 /// loss lost 29% of its throughput to those gaps (BENCHMARKS.md, thirteenth measurement).
-pub(super) const QUEUE_TIME: Duration = Duration::from_millis(20);
+const QUEUE_TIME: Duration = Duration::from_millis(20);
 
 /// Each queue's size, whatever the rate: a slow path still takes a full SSH packet or two per
 /// write, and a fast one keeps what a fixed 1 MiB mark kept, which the fast rows of the
@@ -37,7 +37,7 @@ pub(super) const QUEUE_MAX: usize = 1 << 20;
 pub(super) const SMALL: usize = 4096;
 
 /// How often the rate is read while there is output: a `getsockopt` each time.
-pub(super) const LOOK_EVERY: Duration = Duration::from_millis(100);
+const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// The two queues' size for one connection, following the path's rate.
 #[derive(Debug)]
